@@ -1,0 +1,86 @@
+"""aiodurable: asyncio-native durable execution on PostgreSQL.
+
+Workflows are ``async def`` functions made of steps. If the process, or PostgreSQL, dies at any
+moment, restarting the program resumes every unfinished workflow from its last completed step.
+"""
+
+from __future__ import annotations
+
+from ._api import get_workflow_status, retrieve_workflow, start_workflow
+from ._clock import Clock, SystemClock
+from ._comm import get_event, recv, send, set_event, sleep
+from ._context import current_workflow_id, set_workflow_id
+from ._exceptions import (
+    DatabaseUnavailable,
+    DuplicateWorkflowError,
+    DurableError,
+    EmbeddedPostgresError,
+    MaxRetriesExceeded,
+    NonDeterminismError,
+    NoRuntimeError,
+    SchemaError,
+    SerializationError,
+    WorkflowCancelled,
+    WorkflowFailed,
+    WorkflowNotFound,
+)
+from ._handle import WorkflowHandle
+from ._models import StepInfo, WorkflowInfo, WorkflowStatus
+from ._retry import NonRetryable, Retry
+from ._runtime import Runtime
+from ._serde import JsonSerializer, PickleSerializer, Serializer
+from ._step import step
+from ._transaction import transaction
+from ._workflow import workflow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Clock",
+    "DatabaseUnavailable",
+    "DuplicateWorkflowError",
+    "DurableError",
+    "EmbeddedPostgresError",
+    "JsonSerializer",
+    "MaxRetriesExceeded",
+    "NoRuntimeError",
+    "NonDeterminismError",
+    "NonRetryable",
+    "PickleSerializer",
+    "Retry",
+    "Runtime",
+    "SchemaError",
+    "SerializationError",
+    "Serializer",
+    "StepInfo",
+    "SystemClock",
+    "WorkflowCancelled",
+    "WorkflowFailed",
+    "WorkflowHandle",
+    "WorkflowInfo",
+    "WorkflowNotFound",
+    "WorkflowStatus",
+    "current_workflow_id",
+    "get_event",
+    "get_workflow_status",
+    "recv",
+    "retrieve_workflow",
+    "send",
+    "set_event",
+    "set_workflow_id",
+    "sleep",
+    "start_workflow",
+    "step",
+    "transaction",
+    "workflow",
+]
+
+# Public objects report the package as their home, so reprs and docs show `aiodurable.X`.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("aiodurable._"):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):  # pragma: no cover - builtin-like objects
+            pass
+del _name, _obj

@@ -1,0 +1,256 @@
+"""Durable sleep, messages (``send``/``recv``) and events (``set_event``/``get_event``).
+
+Each of these, called in a workflow, takes its function ID when it is called (these are plain
+functions returning a coroutine) and is a checkpoint: replay returns what the first execution
+saw. Each effect commits in the same statement as its journal entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ._context import WorkflowContext, current_workflow, in_step, require_workflow
+from ._serde import encode
+from ._store import StepRow
+from ._workflow import check_id
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["get_event", "get_event_on", "recv", "send", "send_on", "set_event", "sleep"]
+
+SLEEP = "aiodurable.sleep"
+RECV = "aiodurable.recv"
+SEND = "aiodurable.send"
+SET_EVENT = "aiodurable.set_event"
+GET_EVENT = "aiodurable.get_event"
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+def _durable(ctx: WorkflowContext | None) -> WorkflowContext | None:
+    return None if ctx is None or in_step() else ctx
+
+
+# -- sleep ---------------------------------------------------------------------------------------
+
+
+def sleep(seconds: float) -> Coroutine[Any, Any, None]:
+    """Sleep durably: in a workflow the wake-up time is recorded, so after a crash the workflow
+    sleeps only what remains. Outside a workflow (or in a step) it is ``asyncio.sleep``."""
+    delay = _seconds("sleep(seconds)", seconds)
+    ctx = _durable(current_workflow())
+    if ctx is None:
+        return asyncio.sleep(delay)
+    return _sleep(ctx, ctx.next_function_id(), delay)
+
+
+async def _sleep(ctx: WorkflowContext, function_id: int, seconds: float) -> None:
+    rt = ctx.runtime
+    entry = ctx.recorded(function_id, SLEEP)
+    if entry is None:
+        ctx.check_cancelled()
+        now = rt.clock.now()
+        wake_at = now + seconds
+        entry = StepRow(function_id, SLEEP, "json", orjson.dumps(wake_at), None, None, now, now)
+        entry = await rt.checkpoint(ctx, entry) or entry
+    assert entry.output is not None
+    wake_at = float(orjson.loads(entry.output))
+    await ctx.interruptible(rt.clock.sleep_until(wake_at))
+
+
+# -- messages ------------------------------------------------------------------------------------
+
+
+def send(
+    destination_id: str,
+    message: object,
+    topic: str | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> Coroutine[Any, Any, None]:
+    """Send ``message`` to a workflow, queued per ``topic``; it is never lost once this returns.
+
+    From a workflow it is a checkpoint, so it is delivered exactly once. From elsewhere, an
+    ``idempotency_key`` makes repeated sends with that key deliver once. Raises
+    :class:`WorkflowNotFound` for an unknown destination.
+    """
+    from ._runtime import current_runtime  # (import here: the runtime imports this module)
+
+    return send_on(
+        current_runtime(), destination_id, message, topic, idempotency_key=idempotency_key
+    )
+
+
+def send_on(
+    rt: Runtime,
+    destination_id: str,
+    message: object,
+    topic: str | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> Coroutine[Any, Any, None]:
+    """:func:`send` on a given runtime."""
+    check_id("destination workflow ID", destination_id)
+    topic_key = "" if topic is None else check_id("topic", topic)
+    if idempotency_key is not None:
+        check_id("idempotency key", idempotency_key)
+    data = encode(rt.serializer, message, what=f"the message to workflow {destination_id!r}")
+    ctx = _durable(current_workflow())
+    function_id = ctx.next_function_id() if ctx is not None and ctx.runtime is rt else None
+    return _send(rt, ctx, function_id, destination_id, topic_key, data, idempotency_key)
+
+
+async def _send(
+    rt: Runtime,
+    ctx: WorkflowContext | None,
+    function_id: int | None,
+    destination_id: str,
+    topic: str,
+    data: bytes,
+    idempotency_key: str | None,
+) -> None:
+    fmt = rt.serializer.name
+    now = rt.clock.now()
+    if ctx is None or function_id is None:
+        await rt.store.send(destination_id, topic, fmt, data, now, idempotency_key=idempotency_key)
+        return
+    if ctx.recorded(function_id, SEND) is not None:
+        return
+    ctx.check_cancelled()
+    entry = StepRow(function_id, SEND, "json", None, None, None, now, now)
+    await rt.store.send(destination_id, topic, fmt, data, now, checkpoint=(ctx.workflow_id, entry))
+
+
+def recv(topic: str | None = None, timeout: float = 60.0) -> Coroutine[Any, Any, Any]:
+    """In a workflow, wait for the oldest message on ``topic`` (no topic: only messages sent
+    without one) and consume it; ``None`` after ``timeout`` seconds.
+
+    The consume and its checkpoint commit together, so each message is received exactly once.
+    The deadline is recorded: a workflow recovered mid-wait waits only what remains.
+    """
+    topic_key = "" if topic is None else check_id("topic", topic)
+    seconds = _seconds("recv(timeout)", timeout)
+    ctx = require_workflow("aiodurable.recv()")
+    return _recv(ctx, ctx.next_function_id(), topic_key, seconds)
+
+
+async def _recv(ctx: WorkflowContext, function_id: int, topic: str, timeout: float) -> Any:
+    rt = ctx.runtime
+    entry = ctx.recorded(function_id, RECV)
+    if entry is None:
+        ctx.check_cancelled()
+        deadline: float | None = None
+        with rt.notifier.watch("m", ctx.workflow_id, topic) as waiter:
+            while True:
+                waiter.clear()
+                now = rt.clock.now()
+                entry = await rt.store.consume_message(
+                    ctx.workflow_id, topic, function_id, RECV, now
+                )
+                if entry is not None:
+                    break
+                if deadline is None:
+                    deadline = await rt.store.wait_deadline(
+                        ctx.workflow_id, function_id, now + timeout
+                    )
+                if now >= deadline:
+                    row = StepRow(function_id, RECV, "json", b"null", None, None, now, now)
+                    entry = await rt.checkpoint(ctx, row) or row
+                    break
+                await ctx.interruptible(waiter.wait(deadline))
+    return rt.replay(ctx.workflow_id, entry, None)
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+def set_event(key: str, value: object) -> Coroutine[Any, Any, None]:
+    """In a workflow, publish ``value`` under ``key`` (the latest value wins) and wake readers."""
+    check_id("event key", key)
+    ctx = require_workflow("aiodurable.set_event()")
+    rt = ctx.runtime
+    data = encode(rt.serializer, value, what=f"the value of event {key!r}")
+    return _set_event(ctx, ctx.next_function_id(), key, data)
+
+
+async def _set_event(ctx: WorkflowContext, function_id: int, key: str, data: bytes) -> None:
+    if ctx.recorded(function_id, SET_EVENT) is not None:
+        return
+    ctx.check_cancelled()
+    rt = ctx.runtime
+    now = rt.clock.now()
+    entry = StepRow(function_id, SET_EVENT, rt.serializer.name, data, None, None, now, now)
+    await rt.store.set_event(ctx.workflow_id, entry, key, rt.serializer.name, data)
+
+
+def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Coroutine[Any, Any, Any]:
+    """Wait until workflow ``workflow_id`` has published ``key``; return its latest value, or
+    ``None`` after ``timeout`` seconds. In a workflow it is a checkpoint: replay sees the value
+    read the first time."""
+    from ._runtime import current_runtime  # (import here: the runtime imports this module)
+
+    return get_event_on(current_runtime(), workflow_id, key, timeout)
+
+
+def get_event_on(
+    rt: Runtime, workflow_id: str, key: str, timeout: float = 60.0
+) -> Coroutine[Any, Any, Any]:
+    """:func:`get_event` on a given runtime."""
+    check_id("workflow ID", workflow_id)
+    check_id("event key", key)
+    seconds = _seconds("get_event(timeout)", timeout)
+    ctx = _durable(current_workflow())
+    if ctx is None or ctx.runtime is not rt:
+        return _get_event(rt, None, 0, workflow_id, key, seconds)
+    return _get_event(rt, ctx, ctx.next_function_id(), workflow_id, key, seconds)
+
+
+async def _get_event(
+    rt: Runtime,
+    ctx: WorkflowContext | None,
+    function_id: int,
+    workflow_id: str,
+    key: str,
+    timeout: float,
+) -> Any:
+    if ctx is not None:
+        entry = ctx.recorded(function_id, GET_EVENT)
+        if entry is not None:
+            return rt.replay(ctx.workflow_id, entry, None)
+        ctx.check_cancelled()
+    deadline: float | None = None
+    found: tuple[str, bytes] | None = None
+    with rt.notifier.watch("e", workflow_id, key) as waiter:
+        while True:
+            waiter.clear()
+            found = await rt.store.get_event(workflow_id, key)
+            now = rt.clock.now()
+            if found is not None:
+                break
+            if deadline is None:
+                deadline = now + timeout
+                if ctx is not None:
+                    deadline = await rt.store.wait_deadline(ctx.workflow_id, function_id, deadline)
+            if now >= deadline:
+                break
+            wait = waiter.wait(deadline)
+            await (wait if ctx is None else ctx.interruptible(wait))
+    fmt, data = found if found is not None else ("json", b"null")
+    if ctx is not None:
+        row = StepRow(function_id, GET_EVENT, fmt, data, None, None, now, now)
+        recorded = await rt.checkpoint(ctx, row)
+        if recorded is not None:
+            return rt.replay(ctx.workflow_id, recorded, None)
+    return rt.serializer_for(fmt).loads(data, None)

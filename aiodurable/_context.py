@@ -1,0 +1,169 @@
+"""Context variables: the current workflow, its function-ID counter, the next workflow ID.
+
+A workflow runs in a task of its own whose context holds its :class:`WorkflowContext`. Tasks the
+workflow creates (``asyncio.gather``, task groups) copy that context, so they share the same object
+and the same function-ID counter; that is why every durable call takes its function ID
+synchronously, when it is called, before its first ``await``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._exceptions import NonDeterminismError, NoRuntimeError
+from ._store import StepRow
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+    from ._workflow import WorkflowDef
+
+T = TypeVar("T")
+
+__all__ = [
+    "WorkflowContext",
+    "current_workflow",
+    "current_workflow_id",
+    "in_step",
+    "require_workflow",
+    "set_workflow_id",
+    "take_assigned_id",
+]
+
+
+@dataclass(eq=False, slots=True)
+class WorkflowContext:
+    """What a running workflow knows about itself."""
+
+    runtime: Runtime
+    workflow_id: str
+    definition: WorkflowDef
+    journal: dict[int, StepRow]
+    deadline_at: float | None = None
+    last_function_id: int = 0
+    cancelled: bool = False
+    waits: int = 0
+    task: asyncio.Task[Any] | None = field(default=None, repr=False)
+
+    def next_function_id(self) -> int:
+        """Take the next function ID: 1, 2, 3... in call order."""
+        self.last_function_id += 1
+        return self.last_function_id
+
+    def recorded(self, function_id: int, name: str) -> StepRow | None:
+        """The journal entry at ``function_id``, checked against the call made there."""
+        entry = self.journal.get(function_id)
+        if entry is not None and entry.name != name:
+            raise NonDeterminismError(
+                f"workflow {self.workflow_id!r} recorded {entry.name!r} at function ID"
+                f" {function_id} but now calls {name!r} there; the workflow's code changed"
+                " since it started. Finish or cancel it on the old code, or fork it from an"
+                " earlier step."
+            )
+        return entry
+
+    def check_cancelled(self) -> None:
+        """Stop the workflow here if it was cancelled (a checkpoint boundary)."""
+        if self.cancelled:
+            raise asyncio.CancelledError(f"workflow {self.workflow_id!r} was cancelled")
+
+    async def interruptible(self, wait: Awaitable[T]) -> T:
+        """Await a durable wait (sleep, recv, backoff) that a cancel may interrupt at once."""
+        self.check_cancelled()
+        self.waits += 1
+        try:
+            return await wait
+        finally:
+            self.waits -= 1
+
+    def cancel(self) -> None:
+        """Mark the workflow cancelled: it stops at its next checkpoint, or now if it waits."""
+        self.cancelled = True
+        if self.waits and self.task is not None:
+            self.task.cancel(f"workflow {self.workflow_id!r} was cancelled")
+
+
+_workflow: ContextVar[WorkflowContext | None] = ContextVar("aiodurable_workflow", default=None)
+_in_step: ContextVar[bool] = ContextVar("aiodurable_in_step", default=False)
+_next_id: ContextVar[list[str] | None] = ContextVar("aiodurable_next_workflow_id", default=None)
+
+
+def current_workflow() -> WorkflowContext | None:
+    """The running workflow's context, or None outside a workflow."""
+    return _workflow.get()
+
+
+def enter_workflow(ctx: WorkflowContext) -> None:
+    """Make ``ctx`` current in this task (called first thing in a workflow's own task)."""
+    _workflow.set(ctx)
+    _in_step.set(False)
+    _next_id.set(None)
+
+
+def in_step() -> bool:
+    """Whether code runs inside a step's body (where durable calls are plain calls)."""
+    return _in_step.get()
+
+
+@contextmanager
+def step_body() -> Iterator[None]:
+    """Mark the enclosed code as a step's body."""
+    token = _in_step.set(True)
+    try:
+        yield
+    finally:
+        _in_step.reset(token)
+
+
+def require_workflow(operation: str) -> WorkflowContext:
+    """The running workflow's context; a clear error when called elsewhere."""
+    ctx = _workflow.get()
+    if ctx is None:
+        raise NoRuntimeError(
+            f"{operation} can only be called inside a workflow (a function decorated with"
+            " @aiodurable.workflow()), not outside one"
+        )
+    if _in_step.get():
+        raise NoRuntimeError(
+            f"{operation} cannot be called inside a step; call it from the workflow itself"
+        )
+    return ctx
+
+
+def current_workflow_id() -> str:
+    """The ID of the workflow this code runs in (also inside its steps)."""
+    ctx = _workflow.get()
+    if ctx is None:
+        raise NoRuntimeError(
+            "current_workflow_id() was called outside a workflow; call it inside a function"
+            " decorated with @aiodurable.workflow() or in a step it calls"
+        )
+    return ctx.workflow_id
+
+
+@contextmanager
+def set_workflow_id(workflow_id: str) -> Iterator[None]:
+    """Run the next workflow started in this block under ``workflow_id``.
+
+    The ID is an idempotency key: a workflow ID runs at most once, ever; starting it again returns
+    the recorded outcome. Only the first workflow started in the block takes the ID.
+    """
+    if not isinstance(workflow_id, str) or not workflow_id:
+        raise ValueError(f"a workflow ID must be a non-empty string, not {workflow_id!r}")
+    token = _next_id.set([workflow_id])
+    try:
+        yield
+    finally:
+        _next_id.reset(token)
+
+
+def take_assigned_id() -> str | None:
+    """Consume the ID set by :func:`set_workflow_id` for this start, if any."""
+    slot = _next_id.get()
+    if slot:
+        return slot.pop()
+    return None

@@ -1,0 +1,78 @@
+"""``WorkflowHandle``: a typed reference to a started workflow."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
+
+from ._models import WorkflowInfo
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["Outcome", "WorkflowHandle"]
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a workflow that ran in this process ended: a value, or an exception to re-raise."""
+
+    value: object = None
+    error: BaseException | None = None
+
+    def unwrap(self) -> object:
+        """The value, or raise the exception."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class WorkflowHandle(Generic[R]):
+    """A reference to a workflow that is durably recorded: it will run to completion.
+
+    ``await handle.get_result()`` waits for the result (woken by a notification, from any
+    process), re-raising the workflow's exception if it failed; ``await handle.get_status()``
+    returns a :class:`WorkflowInfo` snapshot.
+    """
+
+    __slots__ = ("_future", "_hint", "_runtime", "_workflow_id")
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        workflow_id: str,
+        *,
+        hint: object = None,
+        future: asyncio.Future[Outcome] | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self._workflow_id = workflow_id
+        self._hint = hint
+        self._future = future
+
+    @property
+    def workflow_id(self) -> str:
+        """The workflow's ID."""
+        return self._workflow_id
+
+    def __repr__(self) -> str:
+        return f"<WorkflowHandle {self._workflow_id!r}>"
+
+    async def get_result(self) -> R:
+        """Wait for the workflow to finish; return its result or raise its exception.
+
+        A cancelled workflow raises :class:`WorkflowCancelled`; an exception that cannot be
+        rebuilt as its own type raises :class:`WorkflowFailed`.
+        """
+        if self._future is not None:
+            # Shielded: a caller giving up does not stop the workflow.
+            outcome = await asyncio.shield(self._future)
+            return cast(R, outcome.unwrap())
+        return cast(R, await self._runtime.await_result(self._workflow_id, self._hint))
+
+    async def get_status(self) -> WorkflowInfo:
+        """A snapshot of the workflow as recorded now."""
+        return await self._runtime.get_workflow_status(self._workflow_id)

@@ -1,0 +1,197 @@
+"""The LISTEN connection and the waiters it wakes.
+
+Notifications signal; they never carry data. A payload names what changed, as a JSON array such as
+``["w", workflow_id, status]`` (a workflow's status changed), ``["m", workflow_id, topic]`` (a
+message arrived) or ``["e", workflow_id, key]`` (an event was set). A waiter is keyed by the first
+two or three items it cares about.
+
+The protocol a waiter follows, so that no wake-up is lost::
+
+    with notifier.watch(key) as w:        # register first
+        while True:
+            w.clear()
+            ...read the table...           # then read; a NOTIFY from here on sets w
+            if done: break
+            await w.wait(deadline)         # wakes on NOTIFY, on reconnect, or on the fallback
+
+When the LISTEN connection drops, the notifier reconnects with backoff and wakes every waiter so
+that each re-reads. A slow fallback (``fallback_interval`` seconds) bounds how long a missed
+notification can delay a waiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import asyncpg
+import orjson
+
+from ._clock import Clock
+
+__all__ = ["Notifier", "Waiter"]
+
+logger = logging.getLogger("aiodurable")
+
+Key = tuple[str, ...]
+
+
+class Waiter:
+    """One registration: an event set when its key is notified."""
+
+    __slots__ = ("_event", "_notifier", "key")
+
+    def __init__(self, notifier: Notifier, key: Key) -> None:
+        self._notifier = notifier
+        self._event = asyncio.Event()
+        self.key = key
+
+    def clear(self) -> None:
+        """Forget past wake-ups; call just before reading the table."""
+        self._event.clear()
+
+    def set(self) -> None:
+        """Wake the waiter."""
+        self._event.set()
+
+    async def wait(self, deadline: float | None = None) -> bool:
+        """Wait for a wake-up, the fallback interval, or ``deadline``; True if woken."""
+        clock = self._notifier.clock
+        fallback = clock.now() + self._notifier.fallback_interval
+        until = fallback if deadline is None else min(deadline, fallback)
+        return await clock.wait(self._event, until)
+
+
+class Notifier:
+    """Dispatches one channel's notifications, on the event loop, to keyed waiters."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        channel: str,
+        clock: Clock,
+        *,
+        fallback_interval: float = 5.0,
+        on_connect: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+        on_signal: Callable[[Key], None] | None = None,
+    ) -> None:
+        self._connect = connect
+        self.channel = channel
+        self.clock = clock
+        self.fallback_interval = fallback_interval
+        self._on_connect = on_connect
+        self._on_signal = on_signal
+        self._waiters: dict[Key, set[Waiter]] = {}
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._closed = False
+        self.connected = asyncio.Event()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def connection(self) -> asyncpg.Connection | None:
+        """The LISTEN connection while it is up."""
+        return self._conn
+
+    @contextmanager
+    def watch(self, *key: str) -> Iterator[Waiter]:
+        """Register a waiter for ``key`` for the duration of the block."""
+        waiter = Waiter(self, key)
+        self._waiters.setdefault(key, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            peers = self._waiters.get(key)
+            if peers is not None:
+                peers.discard(waiter)
+                if not peers:
+                    del self._waiters[key]
+
+    def wake(self, *key: str) -> None:
+        """Wake every waiter registered for ``key`` (and for its prefix of two items)."""
+        for k in (key, key[:2]) if len(key) > 2 else (key,):
+            for waiter in self._waiters.get(k, ()):
+                waiter.set()
+
+    def wake_all(self) -> None:
+        """Wake every waiter, so each re-reads the tables."""
+        for peers in self._waiters.values():
+            for waiter in peers:
+                waiter.set()
+
+    def _on_notification(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        try:
+            key = orjson.loads(payload)  # type: ignore[arg-type]  # asyncpg hands a str
+        except orjson.JSONDecodeError:
+            logger.warning("ignoring a malformed notification on %s: %r", channel, payload)
+            return
+        if isinstance(key, list) and key:
+            parts = tuple("" if part is None else str(part) for part in key)
+            self.wake(*parts)
+            if self._on_signal is not None:
+                self._on_signal(parts)
+
+    def _on_termination(self, conn: object) -> None:
+        self._lost.set()
+
+    async def _open(self) -> None:
+        conn = await self._connect()
+        try:
+            await conn.add_listener(self.channel, self._on_notification)
+            conn.add_termination_listener(self._on_termination)
+            if self._on_connect is not None:
+                await self._on_connect(conn)
+        except BaseException:
+            await conn.close(timeout=1)
+            raise
+        self._conn = conn
+        self._lost.clear()
+        self.connected.set()
+
+    async def start(self) -> None:
+        """Open the LISTEN connection; errors propagate to the caller."""
+        await self._open()
+
+    async def run(self) -> None:
+        """Keep the connection up until :meth:`close`; reconnect with backoff when it drops."""
+        while not self._closed:
+            await self._lost.wait()
+            if self.closed:
+                return
+            self.connected.clear()
+            self._conn = None
+            delay = 0.05
+            while not self._closed:
+                try:
+                    await self._open()
+                except (
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    TimeoutError,
+                ) as exc:
+                    logger.warning(
+                        "LISTEN connection lost (%s); reconnecting in %.2f s", exc, delay
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                logger.info("LISTEN connection restored")
+                # Anything may have changed while the connection was down.
+                self.wake_all()
+                break
+
+    async def close(self) -> None:
+        """Close the connection and stop reconnecting."""
+        self._closed = True
+        self._lost.set()
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.remove_termination_listener(self._on_termination)
+            await conn.close(timeout=2)

@@ -1,0 +1,814 @@
+"""``Runtime``: connection, schema, background tasks, execution and recovery of workflows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import logging
+import os
+import socket
+import sys
+import uuid
+import warnings
+import weakref
+from collections.abc import Callable, Coroutine, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+import asyncpg
+
+from ._clock import Clock, SystemClock
+from ._context import (
+    WorkflowContext,
+    current_workflow,
+    enter_workflow,
+    in_step,
+    take_assigned_id,
+)
+from ._exceptions import (
+    DatabaseUnavailable,
+    DuplicateWorkflowError,
+    NoRuntimeError,
+    SerializationError,
+    WorkflowCancelled,
+    WorkflowFailed,
+    WorkflowNotFound,
+)
+from ._handle import Outcome, WorkflowHandle
+from ._models import StepInfo, WorkflowInfo, WorkflowStatus, from_timestamp
+from ._notify import Notifier
+from ._serde import (
+    JsonSerializer,
+    Serializer,
+    decode,
+    decode_exception,
+    decode_inputs,
+    encode,
+    encode_exception,
+    encode_inputs,
+    return_hint,
+)
+from ._store import NewWorkflow, StepRow, Store, WorkflowRow
+from ._workflow import WorkflowDef, application_version, check_id, definition_of, lookup
+
+__all__ = ["Runtime", "call_workflow", "current_runtime"]
+
+logger = logging.getLogger("aiodurable")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_RECOVERY_BATCH = 500
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(eq=False, slots=True)
+class _Running:
+    ctx: WorkflowContext
+    future: asyncio.Future[Outcome]
+
+
+# Runtimes open in this process. Each adds itself when it opens and removes itself when it
+# closes, so there is nothing here for a test to reset.
+_open_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+_current: ContextVar[Runtime | None] = ContextVar("aiodurable_runtime", default=None)
+
+
+def current_runtime() -> Runtime:
+    """The runtime module-level functions act on: the running workflow's, else this task's
+    (the one whose ``async with`` encloses it), else the only one open in the process."""
+    ctx = current_workflow()
+    if ctx is not None:
+        return ctx.runtime
+    rt = _current.get()
+    if rt is not None and rt.is_open:
+        return rt
+    candidates = [r for r in _open_runtimes if r.is_open]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise NoRuntimeError(
+            "no aiodurable Runtime is open; run this inside `async with aiodurable.Runtime():`"
+            " (or call the method on an open Runtime object)"
+        )
+    raise NoRuntimeError(
+        f"{len(candidates)} Runtimes are open in this process and none encloses this code;"
+        " call the method on the Runtime you mean (for example rt.start_workflow(...))"
+    )
+
+
+def default_executor_id() -> str:
+    """An executor ID that is stable across restarts of the same program on the same machine."""
+    main = sys.modules.get("__main__")
+    program = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "") or "python"
+    digest = hashlib.sha256(os.path.abspath(program).encode()).hexdigest()[:10]
+    return f"{socket.gethostname()}-{digest}"
+
+
+def call_workflow(
+    wdef: WorkflowDef, args: tuple[object, ...], kwargs: dict[str, object]
+) -> Coroutine[Any, Any, Any]:
+    """What calling a decorated workflow does: a child of the running workflow (its function ID
+    taken now), or a new top-level workflow on the current runtime; awaits its result."""
+    assigned = take_assigned_id()
+    parent = current_workflow()
+    if parent is not None and not in_step():
+        function_id = parent.next_function_id()
+        return _await_child(parent, function_id, wdef, args, kwargs, assigned)
+    return _run_top_level(wdef, args, kwargs, assigned)
+
+
+async def _await_child(
+    parent: WorkflowContext,
+    function_id: int,
+    wdef: WorkflowDef,
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    assigned: str | None,
+) -> object:
+    handle = await parent.runtime.start_child(parent, function_id, wdef, args, kwargs, assigned)
+    return await parent.interruptible(handle.get_result())
+
+
+async def _run_top_level(
+    wdef: WorkflowDef, args: tuple[object, ...], kwargs: dict[str, object], assigned: str | None
+) -> object:
+    handle = await current_runtime().start(wdef, args, kwargs, workflow_id=assigned)
+    return await handle.get_result()
+
+
+class Runtime:
+    """The durable execution runtime: open one per process with ``async with Runtime():``.
+
+    Opening it connects to PostgreSQL (``database_url``, else ``AIODURABLE_DATABASE_URL``, else an
+    embedded server it starts itself), creates or migrates the schema, starts its background
+    tasks and resumes every PENDING workflow of this executor and application version from its
+    last completed step. Closing it stops its workflows where they stand (they resume at the next
+    start) and releases everything it opened.
+
+    Arguments: ``app_version`` (default ``AIODURABLE_APP_VERSION``, else a hash of the registered
+    workflows' source); ``executor_id`` (default ``AIODURABLE_EXECUTOR_ID``, else an ID stable
+    across restarts of this program on this machine); ``schema`` for the tables;
+    ``app_database_url`` for ``@transaction`` (default: the same database); ``serializer``
+    (default JSON); ``clock`` (default the wall clock); ``pool_size``; ``connect_timeout`` in
+    seconds; ``notify_fallback`` seconds between safety re-reads of a waiter.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        app_version: str | None = None,
+        executor_id: str | None = None,
+        schema: str = "aiodurable",
+        app_database_url: str | None = None,
+        serializer: Serializer | None = None,
+        clock: Clock | None = None,
+        pool_size: int = 16,
+        connect_timeout: float = 10.0,
+        notify_fallback: float = 5.0,
+        recover: bool = True,
+    ) -> None:
+        self._database_url = database_url or os.environ.get("AIODURABLE_DATABASE_URL") or None
+        self._app_version = app_version or os.environ.get("AIODURABLE_APP_VERSION") or None
+        self.executor_id = (
+            executor_id or os.environ.get("AIODURABLE_EXECUTOR_ID") or default_executor_id()
+        )
+        check_id("executor ID", self.executor_id)
+        self.schema = schema
+        self.app_database_url = app_database_url
+        self.serializer: Serializer = serializer or JsonSerializer()
+        self._serializers: dict[str, Serializer] = {"json": JsonSerializer()}
+        self._serializers[self.serializer.name] = self.serializer
+        self.clock: Clock = clock or SystemClock()
+        self._pool_size = pool_size
+        self._connect_timeout = connect_timeout
+        self._notify_fallback = notify_fallback
+        self._recover_on_open = recover
+        self._state = _State.UNOPENED
+        self._exit_stack = contextlib.AsyncExitStack()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._running: dict[str, _Running] = {}
+        self._holds_executor = False
+        self._recovered: list[str] = []
+        self._token: Any = None
+        self._store: Store | None = None
+        self._app_store: Store | None = None
+        self._notifier: Notifier | None = None
+        self.database_url: str = self._database_url or ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the runtime is open."""
+        return self._state is _State.OPEN
+
+    @property
+    def recovered_workflow_ids(self) -> list[str]:
+        """The IDs of the workflows this runtime resumed when it opened."""
+        return list(self._recovered)
+
+    @property
+    def app_version(self) -> str:
+        """The application version recorded on the workflows this runtime starts."""
+        if self._app_version is None:
+            raise NoRuntimeError("the application version is known once the runtime is open")
+        return self._app_version
+
+    @property
+    def store(self) -> Store:
+        """The store (the one I/O seam) while open."""
+        if self._store is None:
+            raise NoRuntimeError(
+                "this Runtime is not open; use it inside `async with Runtime() as rt:`"
+            )
+        return self._store
+
+    @property
+    def app_store(self) -> Store:
+        """The application database's store (``@transaction`` runs there), while open."""
+        if self._app_store is None:
+            raise NoRuntimeError(
+                "this Runtime is not open; use it inside `async with Runtime() as rt:`"
+            )
+        return self._app_store
+
+    @property
+    def notifier(self) -> Notifier:
+        """The LISTEN connection's dispatcher while open."""
+        if self._notifier is None:
+            raise NoRuntimeError("this Runtime is not open")
+        return self._notifier
+
+    async def __aenter__(self) -> Runtime:
+        await self.open()
+        self._token = _current.set(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            with contextlib.suppress(ValueError):  # exited in another context than entered
+                _current.reset(self._token)
+            self._token = None
+        await self.close()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_state", None) is _State.OPEN:
+            _warn(
+                f"{self!r} was never closed; use `async with Runtime():` or await close()",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+
+    def __repr__(self) -> str:
+        return f"<aiodurable.Runtime {self._state.value} executor={self.executor_id!r}>"
+
+    async def open(self) -> None:
+        """Connect, migrate, start background tasks and recover; see the class docstring."""
+        if self._state is not _State.UNOPENED:
+            raise NoRuntimeError(
+                f"this Runtime is {self._state.value}; a Runtime opens once, create a new one"
+            )
+        self._state = _State.OPEN
+        try:
+            await self._open()
+        except BaseException:
+            await self.close()
+            raise
+        _open_runtimes.add(self)
+
+    async def _open(self) -> None:
+        if self._database_url is None:
+            from ._embedded import embedded_server  # (import here: only when embedded)
+
+            self.database_url = await self._exit_stack.enter_async_context(embedded_server())
+        else:
+            self.database_url = self._database_url
+        if self._app_version is None:
+            self._app_version = application_version()
+        self._store = await Store.open(
+            self.database_url,
+            self.schema,
+            pool_size=self._pool_size,
+            connect_timeout=self._connect_timeout,
+        )
+        await self._store.migrate()
+        if self.app_database_url and self.app_database_url != self.database_url:
+            self._app_store = await Store.open(
+                self.app_database_url,
+                self.schema,
+                pool_size=self._pool_size,
+                connect_timeout=self._connect_timeout,
+            )
+            await self._app_store.migrate()
+        else:
+            self._app_store = self._store
+        url, timeout = self.database_url, self._connect_timeout
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(url, timeout=timeout)
+
+        self._notifier = Notifier(
+            connect,
+            self._store.channel,
+            self.clock,
+            fallback_interval=self._notify_fallback,
+            on_connect=self._on_listen_connect,
+            on_signal=self._on_signal,
+        )
+        await self._notifier.start()
+        self.spawn(self._notifier.run(), name="aiodurable notifier")
+        if self._recover_on_open:
+            if self._holds_executor:
+                self._recovered = await self.recover()
+            else:
+                logger.warning(
+                    "executor ID %r is held by another live process; this runtime will take"
+                    " over its PENDING workflows only once that process is gone. Give each"
+                    " process its own AIODURABLE_EXECUTOR_ID.",
+                    self.executor_id,
+                )
+            self.spawn(self._maintain(), name="aiodurable maintenance")
+
+    async def close(self) -> None:
+        """Stop every workflow where it stands (it resumes at the next start) and disconnect."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        _open_runtimes.discard(self)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for running in self._running.values():
+            if not running.future.done():
+                running.future.set_result(
+                    Outcome(error=self._closed_error(running.ctx.workflow_id))
+                )
+        self._running.clear()
+        if self._notifier is not None:
+            await self._notifier.close()
+        if self._app_store is not None and self._app_store is not self._store:
+            await self._app_store.close()
+        if self._store is not None:
+            await self._store.close()
+        await self._exit_stack.aclose()
+
+    @staticmethod
+    def _closed_error(workflow_id: str) -> NoRuntimeError:
+        return NoRuntimeError(
+            f"the runtime closed before workflow {workflow_id!r} finished; it resumes from its"
+            " last completed step when a runtime opens again"
+        )
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` in the runtime's own task set: cancelled and awaited on close."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("aiodurable task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def _on_listen_connect(self, conn: asyncpg.Connection) -> None:
+        self._holds_executor = await self._try_hold_executor(conn)
+
+    async def _try_hold_executor(self, conn: asyncpg.Connection) -> bool:
+        """Take this executor ID's session lock on the LISTEN connection, if it is free: one
+        live process per executor ID recovers that executor's workflows."""
+        held = await conn.fetchval(
+            "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))",
+            self.schema,
+            self.executor_id,
+        )
+        return bool(held)
+
+    async def _maintain(self) -> None:
+        """Until this runtime holds its executor ID, try to take it over, then recover."""
+        while True:
+            await asyncio.sleep(self._notify_fallback)
+            conn = self.notifier.connection
+            if self._holds_executor or conn is None:
+                continue
+            try:
+                held = await self._try_hold_executor(conn)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                continue
+            self._holds_executor = held
+            if held:
+                logger.info("executor ID %r is free again; recovering", self.executor_id)
+                await self.recover()
+
+    def _on_signal(self, key: tuple[str, ...]) -> None:
+        if len(key) == 3 and key[0] == "w" and key[2] == WorkflowStatus.CANCELLED:
+            running = self._running.get(key[1])
+            if running is not None:
+                running.ctx.cancel()
+
+    # -- starting and running workflows ------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state is not _State.OPEN:
+            raise NoRuntimeError(
+                f"this Runtime is {self._state.value}; use it inside `async with Runtime() as rt:`"
+            )
+
+    def start_workflow(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
+        """Durably start ``fn(*args, **kwargs)`` in the background; return its handle once the
+        workflow is recorded (from then on it runs to completion, even across a crash).
+
+        Inside a workflow this starts a child workflow, recorded in the parent's journal.
+        """
+        wdef = definition_of(fn)
+        assigned = take_assigned_id()
+        parent = current_workflow()
+        if parent is not None and not in_step():
+            function_id = parent.next_function_id()
+            return self.start_child(parent, function_id, wdef, args, kwargs, assigned)
+        return self.start(wdef, args, kwargs, workflow_id=assigned)
+
+    async def start(
+        self,
+        wdef: WorkflowDef,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        *,
+        workflow_id: str | None = None,
+        parent: WorkflowContext | None = None,
+    ) -> WorkflowHandle[Any]:
+        """Record and launch a workflow, or attach to the one already recorded under its ID."""
+        self._check_open()
+        wid = str(uuid.uuid4()) if workflow_id is None else check_id("workflow ID", workflow_id)
+        hint = return_hint(wdef.fn)
+        running = self._running.get(wid)
+        if running is not None:
+            return WorkflowHandle(self, wid, hint=hint, future=running.future)
+        inputs = encode_inputs(
+            self.serializer, wdef.fn, args, kwargs, what=f"workflow {wdef.name!r}"
+        )
+        deadline = parent.deadline_at if parent is not None else None
+        new = NewWorkflow(
+            workflow_id=wid,
+            name=wdef.name,
+            format=self.serializer.name,
+            inputs=inputs,
+            created_at=self.clock.now(),
+            app_version=self.app_version,
+            executor_id=self.executor_id,
+            parent_workflow_id=None if parent is None else parent.workflow_id,
+            deadline_at=deadline,
+        )
+        if await self.store.insert_workflow(new):
+            future = self._launch(wdef, wid, args, kwargs, {}, deadline)
+            return WorkflowHandle(self, wid, hint=hint, future=future)
+        # The ID is taken: it ran, or runs, elsewhere or earlier. Attach; never run it again.
+        running = self._running.get(wid)
+        if running is not None:
+            return WorkflowHandle(self, wid, hint=hint, future=running.future)
+        row = await self.store.get_workflow(wid)
+        if row is not None and row.name != wdef.name:
+            raise DuplicateWorkflowError(
+                f"workflow ID {wid!r} is already taken by a workflow of {row.name!r}, so it"
+                f" cannot run {wdef.name!r}; choose another workflow ID"
+            )
+        return WorkflowHandle(self, wid, hint=hint)
+
+    async def start_child(
+        self,
+        parent: WorkflowContext,
+        function_id: int,
+        wdef: WorkflowDef,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        assigned: str | None,
+    ) -> WorkflowHandle[Any]:
+        """Start (or, on replay, re-attach to) the child recorded at ``function_id``."""
+        entry = parent.recorded(function_id, wdef.name)
+        if entry is not None and entry.child_workflow_id is not None:
+            child_id = entry.child_workflow_id
+            running = self._running.get(child_id)
+            future = None if running is None else running.future
+            return WorkflowHandle(self, child_id, hint=return_hint(wdef.fn), future=future)
+        parent.check_cancelled()
+        child_id = assigned or f"{parent.workflow_id}-{function_id}"
+        handle = await self.start(wdef, args, kwargs, workflow_id=child_id, parent=parent)
+        now = self.clock.now()
+        row = StepRow(function_id, wdef.name, "json", None, None, child_id, now, now)
+        await self.checkpoint(parent, row)
+        return handle
+
+    def _launch(
+        self,
+        wdef: WorkflowDef,
+        workflow_id: str,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        journal: dict[int, StepRow],
+        deadline_at: float | None,
+    ) -> asyncio.Future[Outcome]:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        ctx = WorkflowContext(self, workflow_id, wdef, journal, deadline_at)
+        self._running[workflow_id] = _Running(ctx, future)
+        ctx.task = self.spawn(
+            self._execute(ctx, args, kwargs, future), name=f"aiodurable workflow {workflow_id}"
+        )
+        return future
+
+    async def _execute(
+        self,
+        ctx: WorkflowContext,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        future: asyncio.Future[Outcome],
+    ) -> None:
+        enter_workflow(ctx)
+        wid = ctx.workflow_id
+        try:
+            outcome = await self._run_body(ctx, args, kwargs)
+            if outcome is not None and not future.done():
+                future.set_result(outcome)
+        finally:
+            if self._running.get(wid) is not None and self._running[wid].ctx is ctx:
+                del self._running[wid]
+
+    async def _run_body(
+        self, ctx: WorkflowContext, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> Outcome | None:
+        wid = ctx.workflow_id
+        fmt = self.serializer.name
+        try:
+            result = await ctx.definition.fn(*args, **kwargs)
+        except asyncio.CancelledError:
+            if not ctx.cancelled:
+                raise  # the runtime is closing: the workflow stays PENDING
+            return Outcome(error=WorkflowCancelled(wid))
+        except DatabaseUnavailable as exc:
+            logger.error("workflow %s stopped: %s; it resumes at the next start", wid, exc)
+            return Outcome(error=exc)
+        except Exception as exc:
+            error = encode_exception(exc)
+            if await self.store.finish_workflow(wid, "ERROR", fmt, None, error, self.clock.now()):
+                return Outcome(error=exc)
+            return await self._recorded_outcome(wid, ctx.definition)
+        try:
+            data = encode(self.serializer, result, what=f"the result of workflow {wid!r}")
+        except SerializationError as exc:
+            error = encode_exception(exc)
+            await self.store.finish_workflow(wid, "ERROR", fmt, None, error, self.clock.now())
+            return Outcome(error=exc)
+        if await self.store.finish_workflow(wid, "SUCCESS", fmt, data, None, self.clock.now()):
+            return Outcome(value=result)
+        return await self._recorded_outcome(wid, ctx.definition)
+
+    async def _recorded_outcome(self, workflow_id: str, wdef: WorkflowDef) -> Outcome:
+        row = await self.store.require_workflow(workflow_id)
+        try:
+            return Outcome(value=self._result_of(row, return_hint(wdef.fn)))
+        except Exception as exc:
+            return Outcome(error=exc)
+
+    async def checkpoint(self, ctx: WorkflowContext, row: StepRow) -> StepRow | None:
+        """Write a journal entry for ``ctx``; return the entry already there, if any."""
+        existing = await self.store.record_step(ctx.workflow_id, row)
+        if existing is not None:
+            ctx.journal[existing.function_id] = existing
+        return existing
+
+    def serializer_for(self, fmt: str) -> Serializer:
+        """The serializer for a row's recorded format."""
+        serializer = self._serializers.get(fmt)
+        if serializer is None:
+            raise SerializationError(
+                f"a value was recorded in format {fmt!r}, which this runtime does not decode;"
+                f" open the Runtime with serializer= set to a {fmt!r} serializer"
+            )
+        return serializer
+
+    def replay(self, workflow_id: str, entry: StepRow, hint: object) -> Any:
+        """The recorded outcome of a journal entry: its output decoded, or its exception raised."""
+        if entry.error is not None:
+            raise decode_exception(entry.error, workflow_id=workflow_id)
+        if entry.output is None:
+            return None
+        return decode(
+            self.serializer_for(entry.format),
+            entry.output,
+            hint,
+            what=f"the recorded result of {entry.name!r} in workflow {workflow_id!r}",
+        )
+
+    # -- results and status ------------------------------------------------------------------
+
+    def _result_of(self, row: WorkflowRow, hint: object) -> object:
+        status = row.status
+        if status == "SUCCESS":
+            if row.output is None:
+                return None
+            return decode(
+                self.serializer_for(row.format),
+                row.output,
+                hint,
+                what=f"the result of workflow {row.workflow_id!r}",
+            )
+        if status == "ERROR" and row.error is not None:
+            raise decode_exception(row.error, workflow_id=row.workflow_id)
+        if status == "CANCELLED":
+            raise WorkflowCancelled(row.workflow_id)
+        raise WorkflowFailed(
+            row.workflow_id,
+            status,
+            f"workflow {row.workflow_id!r} ended as {status}; resume it with resume_workflow()",
+        )
+
+    async def await_result(self, workflow_id: str, hint: object = None) -> object:
+        """Wait until the workflow ends (woken by its NOTIFY) and return or raise its outcome."""
+        self._check_open()
+        with self.notifier.watch("w", workflow_id) as waiter:
+            while True:
+                running = self._running.get(workflow_id)
+                if running is not None:
+                    return (await asyncio.shield(running.future)).unwrap()
+                waiter.clear()
+                row = await self.store.get_workflow(workflow_id)
+                if row is None:
+                    raise WorkflowNotFound(workflow_id)
+                if WorkflowStatus(row.status).is_terminal:
+                    if hint is None:
+                        wdef = lookup(row.name)
+                        hint = None if wdef is None else return_hint(wdef.fn)
+                    return self._result_of(row, hint)
+                await waiter.wait()
+
+    async def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """A handle to a recorded workflow; :class:`WorkflowNotFound` if the ID is unknown."""
+        self._check_open()
+        running = self._running.get(workflow_id)
+        if running is not None:
+            hint = return_hint(running.ctx.definition.fn)
+            return WorkflowHandle(self, workflow_id, hint=hint, future=running.future)
+        row = await self.store.require_workflow(workflow_id)
+        wdef = lookup(row.name)
+        return WorkflowHandle(
+            self, workflow_id, hint=None if wdef is None else return_hint(wdef.fn)
+        )
+
+    async def get_workflow_status(self, workflow_id: str) -> WorkflowInfo:
+        """A :class:`WorkflowInfo` snapshot; :class:`WorkflowNotFound` if the ID is unknown."""
+        self._check_open()
+        return self.info(await self.store.require_workflow(workflow_id))
+
+    def info(self, row: WorkflowRow, *, load_data: bool = True) -> WorkflowInfo:
+        """Build the public snapshot of a workflow row, decoding per the workflow's annotations."""
+        wdef = lookup(row.name)
+        inputs: object = None
+        output: object = None
+        error: BaseException | None = None
+        if load_data:
+            if row.inputs is not None:
+                inputs = self._decode_inputs(row, wdef)
+            if row.status == "SUCCESS":
+                try:
+                    output = self._result_of(row, None if wdef is None else return_hint(wdef.fn))
+                except SerializationError:
+                    output = None
+            if row.error is not None:
+                error = decode_exception(row.error, workflow_id=row.workflow_id)
+        created = from_timestamp(row.created_at)
+        updated = from_timestamp(row.updated_at)
+        assert created is not None and updated is not None
+        return WorkflowInfo(
+            workflow_id=row.workflow_id,
+            status=WorkflowStatus(row.status),
+            name=row.name,
+            inputs=inputs,
+            output=output,
+            error=error,
+            created_at=created,
+            updated_at=updated,
+            app_version=row.app_version,
+            executor_id=row.executor_id,
+            recovery_attempts=row.recovery_attempts,
+            queue_name=row.queue_name,
+            parent_workflow_id=row.parent_workflow_id,
+        )
+
+    def _decode_inputs(self, row: WorkflowRow, wdef: WorkflowDef | None) -> object:
+        assert row.inputs is not None
+        serializer = self.serializer_for(row.format)
+        if wdef is None:
+            return serializer.loads(row.inputs, None)
+        args, kwargs = decode_inputs(serializer, wdef.fn, row.inputs)
+        return {"args": list(args), "kwargs": kwargs}
+
+    def step_info(self, workflow_id: str, entry: StepRow) -> StepInfo:
+        """Build the public snapshot of a journal entry."""
+        output: object = None
+        error: BaseException | None = None
+        if entry.error is not None:
+            error = decode_exception(entry.error, workflow_id=workflow_id)
+        elif entry.output is not None:
+            output = self.serializer_for(entry.format).loads(entry.output, None)
+        started = from_timestamp(entry.started_at)
+        completed = from_timestamp(entry.completed_at)
+        assert started is not None and completed is not None
+        return StepInfo(
+            function_id=entry.function_id,
+            name=entry.name,
+            output=output,
+            error=error,
+            child_workflow_id=entry.child_workflow_id,
+            started_at=started,
+            completed_at=completed,
+        )
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    async def recover(self, executor_id: str | None = None) -> list[str]:
+        """Resume the PENDING workflows of an executor (default: this one) on this application
+        version from their last completed step; return their IDs.
+
+        Workflows whose name no registered function has are logged and left PENDING; workflows
+        recovered more than their ``max_recovery_attempts`` become
+        ``MAX_RECOVERY_ATTEMPTS_EXCEEDED``.
+        """
+        self._check_open()
+        executor = executor_id or self.executor_id
+        ids: list[str] = []
+        for wid, name in await self.store.pending_workflows(executor, self.app_version):
+            if wid in self._running:
+                continue
+            if lookup(name) is None:
+                logger.error(
+                    "cannot recover workflow %s: no workflow named %r is registered in this"
+                    " program (import the module that defines it); it stays PENDING",
+                    wid,
+                    name,
+                )
+                continue
+            ids.append(wid)
+        recovered: list[str] = []
+        for start in range(0, len(ids), _RECOVERY_BATCH):
+            recovered.extend(await self._recover_batch(ids[start : start + _RECOVERY_BATCH]))
+        if recovered:
+            logger.info("recovered %d workflow(s)", len(recovered))
+        return recovered
+
+    async def _recover_batch(self, ids: list[str]) -> Iterable[str]:
+        claimed = await self.store.claim_for_recovery(ids, self.clock.now())
+        journals = await self.store.load_journals([r.workflow_id for r in claimed])
+        recovered: list[str] = []
+        for row in claimed:
+            wdef = lookup(row.name)
+            assert wdef is not None
+            if row.workflow_id in self._running:
+                continue
+            if row.recovery_attempts > wdef.max_recovery_attempts:
+                logger.error(
+                    "workflow %s was recovered %d times (max_recovery_attempts=%d); it is"
+                    " marked MAX_RECOVERY_ATTEMPTS_EXCEEDED and no longer recovered",
+                    row.workflow_id,
+                    row.recovery_attempts,
+                    wdef.max_recovery_attempts,
+                )
+                await self.store.set_status(
+                    row.workflow_id,
+                    "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+                    only_from=["PENDING"],
+                    now=self.clock.now(),
+                )
+                continue
+            try:
+                assert row.inputs is not None
+                args, kwargs = decode_inputs(self.serializer_for(row.format), wdef.fn, row.inputs)
+            except SerializationError as exc:
+                logger.error(
+                    "cannot recover workflow %s: %s; it stays PENDING", row.workflow_id, exc
+                )
+                continue
+            self._launch(
+                wdef, row.workflow_id, args, kwargs, journals[row.workflow_id], row.deadline_at
+            )
+            recovered.append(row.workflow_id)
+        return recovered

@@ -1,0 +1,148 @@
+"""``@step()``: the decorator and the step cache.
+
+A step's first execution costs one checkpoint (one INSERT, one round trip) and no read: the
+workflow's whole journal was loaded once when it started or resumed. A replayed step returns its
+recorded output, or re-raises its recorded exception, without running its body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from ._context import WorkflowContext, current_workflow, in_step, step_body
+from ._exceptions import MaxRetriesExceeded
+from ._retry import NonRetryable, Retry
+from ._serde import encode, encode_exception, return_hint
+from ._store import StepRow
+
+__all__ = ["StepDef", "run_checkpointed", "step"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(eq=False, slots=True)
+class StepDef:
+    """A decorated step function and its options."""
+
+    name: str
+    fn: Callable[..., Coroutine[Any, Any, Any]]
+    retry: Retry | None
+    timeout: float | None
+    hint: object = field(default=None)
+
+    async def invoke(
+        self, ctx: WorkflowContext, args: tuple[object, ...], kwargs: dict[str, Any]
+    ) -> object:
+        """Run the body, with the retry policy and the per-attempt timeout."""
+        errors: list[BaseException] = []
+        while True:
+            try:
+                if self.timeout is None:
+                    return await self.fn(*args, **kwargs)
+                async with asyncio.timeout(self.timeout):
+                    return await self.fn(*args, **kwargs)
+            except Exception as exc:
+                retry = self.retry
+                if retry is None or isinstance(exc, NonRetryable):
+                    raise
+                if not isinstance(exc, retry.retry_on):
+                    raise
+                errors.append(exc)
+                if len(errors) >= retry.max_attempts:
+                    raise MaxRetriesExceeded(self.name, errors) from exc
+                clock = ctx.runtime.clock
+                await ctx.interruptible(clock.sleep_until(clock.now() + retry.delay(len(errors))))
+
+
+async def run_checkpointed(
+    ctx: WorkflowContext,
+    function_id: int,
+    name: str,
+    hint: object,
+    body: Callable[[], Coroutine[Any, Any, object]],
+) -> Any:
+    """Replay the entry at ``function_id``, or run ``body`` and checkpoint its outcome."""
+    runtime = ctx.runtime
+    entry = ctx.recorded(function_id, name)
+    if entry is None:
+        ctx.check_cancelled()
+        started = runtime.clock.now()
+        try:
+            with step_body():
+                result = await body()
+        except Exception as exc:
+            row = StepRow(
+                function_id,
+                name,
+                "json",
+                None,
+                encode_exception(exc),
+                None,
+                started,
+                runtime.clock.now(),
+            )
+            entry = await runtime.checkpoint(ctx, row)
+            if entry is None:
+                raise
+        else:
+            fmt = runtime.serializer.name
+            data = encode(runtime.serializer, result, what=f"the result of step {name!r}")
+            row = StepRow(function_id, name, fmt, data, None, None, started, runtime.clock.now())
+            entry = await runtime.checkpoint(ctx, row)
+            if entry is None:
+                return result
+    return runtime.replay(ctx.workflow_id, entry, hint)
+
+
+def step(
+    *, retry: Retry | None = None, name: str | None = None, timeout: float | None = None
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """Make an ``async def`` function a step: checkpointed once it completes, never run again.
+
+    Inside a workflow, each call is journaled under its function ID; a replay returns the
+    recorded result (or re-raises the recorded exception). Outside a workflow, and inside another
+    step, it is a plain call. ``retry`` retries failures with backoff; ``timeout`` bounds each
+    attempt (seconds). ``name`` defaults to the function's qualified name.
+    """
+    if retry is not None and not isinstance(retry, Retry):
+        raise TypeError(f"step(retry=) takes an aiodurable.Retry, not {retry!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise ValueError(f"step(timeout=) must be a number of seconds > 0, not {timeout!r}")
+
+    def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"@step() decorates an async def function, and {fn!r} is not one; write it as"
+                " `async def` (run blocking code in your own executor inside it if you must)"
+            )
+        sdef = StepDef(name or fn.__qualname__, fn, retry, timeout)
+        hints: list[object] = []
+
+        @functools.wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+            ctx = current_workflow()
+            if ctx is None or in_step():
+                return fn(*args, **kwargs)
+            function_id = ctx.next_function_id()  # taken now, before the first await
+            if not hints:
+                hints.append(return_hint(fn))
+            return run_checkpointed(
+                ctx,
+                function_id,
+                sdef.name,
+                hints[0],
+                lambda: sdef.invoke(ctx, args, kwargs),
+            )
+
+        call.__aiodurable_step__ = sdef  # type: ignore[attr-defined]  # our marker attribute
+        return call
+
+    return decorate

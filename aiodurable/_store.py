@@ -1,0 +1,554 @@
+"""The one I/O seam: every SQL statement aiodurable runs lives here.
+
+The store speaks to PostgreSQL through an asyncpg pool and hands back frozen dataclasses, never
+asyncpg records. It knows nothing of replay, retries or scheduling; that policy is pure code
+elsewhere.
+
+Cost model: a *checkpoint* (one journal write) is one statement in autocommit, one round trip.
+Writes that may be repeated after a dropped connection are written to be idempotent
+(``ON CONFLICT DO NOTHING``, ``WHERE status = 'PENDING'``), so the store retries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from ._exceptions import DatabaseUnavailable, SchemaError, WorkflowNotFound
+from ._sql import migrations
+
+__all__ = ["NewWorkflow", "StepRow", "Store", "WorkflowRow", "redact_url"]
+
+logger = logging.getLogger("aiodurable")
+
+T = TypeVar("T")
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
+# A lock key all aiodurable processes agree on, so migrations run one at a time.
+_MIGRATION_LOCK = 0x61696F64  # "aiod"
+
+TERMINAL = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+
+# Errors after which the statement may be sent again on a fresh connection.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+# Errors that mean "this URL will not do", reported at connect time like a dead server.
+_CONNECT_REFUSALS: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
+)
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+"""A connection, or a pooled connection's proxy: the store's statements run on either."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for error messages and logs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def ms(seconds: float) -> int:
+    """A POSIX time in seconds as the epoch milliseconds the tables store."""
+    return round(seconds * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class NewWorkflow:
+    """A workflow row about to be written."""
+
+    workflow_id: str
+    name: str
+    format: str
+    inputs: bytes
+    created_at: float
+    app_version: str
+    executor_id: str
+    parent_workflow_id: str | None = None
+    deadline_at: float | None = None
+    status: str = "PENDING"
+    queue_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRow:
+    """A workflow as recorded."""
+
+    workflow_id: str
+    status: str
+    name: str
+    format: str
+    inputs: bytes | None
+    output: bytes | None
+    error: bytes | None
+    created_at: float
+    updated_at: float
+    app_version: str
+    executor_id: str
+    recovery_attempts: int
+    queue_name: str | None
+    parent_workflow_id: str | None
+    deadline_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """One journal entry: the recorded outcome of the call at ``function_id``."""
+
+    function_id: int
+    name: str
+    format: str
+    output: bytes | None
+    error: bytes | None
+    child_workflow_id: str | None
+    started_at: float
+    completed_at: float
+
+
+_WF_COLUMNS = (
+    "workflow_id, status, name, format, inputs, output, error, created_at, updated_at, "
+    "app_version, executor_id, recovery_attempts, queue_name, parent_workflow_id, deadline_at"
+)
+_STEP_COLUMNS = (
+    "function_id, name, format, output, error, child_workflow_id, started_at, completed_at"
+)
+
+
+def _workflow(r: asyncpg.Record) -> WorkflowRow:
+    deadline = r["deadline_at"]
+    return WorkflowRow(
+        workflow_id=r["workflow_id"],
+        status=r["status"],
+        name=r["name"],
+        format=r["format"],
+        inputs=r["inputs"],
+        output=r["output"],
+        error=r["error"],
+        created_at=r["created_at"] / 1000,
+        updated_at=r["updated_at"] / 1000,
+        app_version=r["app_version"],
+        executor_id=r["executor_id"],
+        recovery_attempts=r["recovery_attempts"],
+        queue_name=r["queue_name"],
+        parent_workflow_id=r["parent_workflow_id"],
+        deadline_at=None if deadline is None else deadline / 1000,
+    )
+
+
+def _step(r: asyncpg.Record) -> StepRow:
+    return StepRow(
+        function_id=r["function_id"],
+        name=r["name"],
+        format=r["format"],
+        output=r["output"],
+        error=r["error"],
+        child_workflow_id=r["child_workflow_id"],
+        started_at=r["started_at"] / 1000,
+        completed_at=r["completed_at"] / 1000,
+    )
+
+
+class Store:
+    """SQL over an asyncpg pool, in one schema."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str, *, retry_for: float = 30.0) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.channel = f"{schema}_signal"
+        self._retry_for = retry_for
+        s = schema
+        notify = f"pg_notify('{self.channel}', json_build_array('w', workflow_id, status)::text)"
+        self._sql_insert_workflow = (
+            f"INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs, created_at,"
+            " updated_at, app_version, executor_id, parent_workflow_id, deadline_at, queue_name)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11)"
+            " ON CONFLICT (workflow_id) DO NOTHING RETURNING true"
+        )
+        self._sql_get_workflow = f"SELECT {_WF_COLUMNS} FROM {s}.workflows WHERE workflow_id = $1"
+        self._sql_journal = (
+            f"SELECT {_STEP_COLUMNS} FROM {s}.steps WHERE workflow_id = $1 ORDER BY function_id"
+        )
+        self._sql_journals = (
+            f"SELECT workflow_id, {_STEP_COLUMNS} FROM {s}.steps WHERE workflow_id = ANY($1)"
+        )
+        self._sql_record_step = (
+            f"INSERT INTO {s}.steps (workflow_id, {_STEP_COLUMNS})"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            " ON CONFLICT (workflow_id, function_id) DO NOTHING RETURNING true"
+        )
+        self._sql_get_step = (
+            f"SELECT {_STEP_COLUMNS} FROM {s}.steps WHERE workflow_id = $1 AND function_id = $2"
+        )
+        self._sql_finish = (
+            f"WITH done AS (UPDATE {s}.workflows SET status = $2, format = $3, output = $4,"
+            " error = $5, updated_at = $6 WHERE workflow_id = $1 AND status = 'PENDING'"
+            f" RETURNING workflow_id, status) SELECT {notify} FROM done"
+        )
+        self._sql_pending = (
+            f"SELECT workflow_id, name FROM {s}.workflows WHERE status = 'PENDING'"
+            " AND executor_id = $1 AND app_version = $2 ORDER BY created_at"
+        )
+        self._sql_claim = (
+            f"UPDATE {s}.workflows SET recovery_attempts = recovery_attempts + 1, updated_at = $2"
+            f" WHERE workflow_id = ANY($1) AND status = 'PENDING' RETURNING {_WF_COLUMNS}"
+        )
+        self._sql_set_status = (
+            f"WITH done AS (UPDATE {s}.workflows SET status = $2, updated_at = $3"
+            f" WHERE workflow_id = $1 AND status = ANY($4::text[]) RETURNING workflow_id, status)"
+            f" SELECT {notify} FROM done"
+        )
+
+        notify_msg = (
+            f"pg_notify('{self.channel}', json_build_array('m', destination_id, topic)::text)"
+        )
+        step_insert = (
+            f"INSERT INTO {s}.steps (workflow_id, {_STEP_COLUMNS})"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        )
+        self._sql_send_from_workflow = (
+            f"WITH step AS ({step_insert} RETURNING workflow_id),"
+            f" msg AS (INSERT INTO {s}.messages (destination_id, topic, format, value, created_at)"
+            " SELECT $10, $11, $12, $13, $8 FROM step RETURNING destination_id, topic)"
+            f" SELECT {notify_msg} FROM msg"
+        )
+        self._sql_send = (
+            f"WITH msg AS (INSERT INTO {s}.messages (destination_id, topic, format, value,"
+            " created_at) VALUES ($1, $2, $3, $4, $5) RETURNING destination_id, topic)"
+            f" SELECT {notify_msg} FROM msg"
+        )
+        self._sql_send_once = (
+            f"WITH k AS (INSERT INTO {s}.message_keys VALUES ($1, $6) ON CONFLICT DO NOTHING"
+            " RETURNING destination_id),"
+            f" msg AS (INSERT INTO {s}.messages (destination_id, topic, format, value, created_at)"
+            " SELECT $1, $2, $3, $4, $5 FROM k RETURNING destination_id, topic)"
+            f" SELECT {notify_msg} FROM msg"
+        )
+        self._sql_workflow_exists = f"SELECT 1 FROM {s}.workflows WHERE workflow_id = $1"
+        # The consume and its checkpoint are one statement: both happen or neither. A plain
+        # INSERT (no ON CONFLICT): if the function ID is taken, the statement fails whole and the
+        # message stays queued.
+        self._sql_consume = (
+            f"WITH m AS (DELETE FROM {s}.messages WHERE message_id = (SELECT message_id FROM"
+            f" {s}.messages WHERE destination_id = $1 AND topic = $2 ORDER BY message_id LIMIT 1"
+            " FOR UPDATE SKIP LOCKED) RETURNING format, value),"
+            f" step AS (INSERT INTO {s}.steps (workflow_id, {_STEP_COLUMNS})"
+            " SELECT $1, $3, $4, m.format, m.value, NULL, NULL, $5, $5 FROM m RETURNING 1)"
+            " SELECT m.format, m.value, (SELECT count(*) FROM step) AS written FROM m"
+        )
+        self._sql_wait_deadline = (
+            f"INSERT INTO {s}.waits VALUES ($1, $2, $3) ON CONFLICT (workflow_id, function_id)"
+            f" DO UPDATE SET deadline_at = {s}.waits.deadline_at RETURNING deadline_at"
+        )
+        self._sql_set_event = (
+            f"WITH step AS ({step_insert} RETURNING workflow_id),"
+            f" ev AS (INSERT INTO {s}.events (workflow_id, key, format, value, updated_at)"
+            " SELECT $1, $10, $4, $11, $8 FROM step ON CONFLICT (workflow_id, key) DO UPDATE SET"
+            " format = excluded.format, value = excluded.value, updated_at = excluded.updated_at"
+            " RETURNING workflow_id, key),"
+            f" hist AS (INSERT INTO {s}.event_history"
+            " (workflow_id, function_id, key, format, value) SELECT $1, $2, $10, $4, $11 FROM step)"
+            f" SELECT pg_notify('{self.channel}', json_build_array('e', workflow_id, key)::text)"
+            " FROM ev"
+        )
+        self._sql_get_event = (
+            f"SELECT format, value FROM {s}.events WHERE workflow_id = $1 AND key = $2"
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        schema: str,
+        *,
+        pool_size: int = 16,
+        connect_timeout: float = 10.0,
+    ) -> Store:
+        """Connect a pool to ``url``; raise :class:`DatabaseUnavailable` within the timeout."""
+        if not _IDENTIFIER.match(schema):
+            raise ValueError(
+                f"schema {schema!r} is not a plain lower-case SQL identifier;"
+                " use letters, digits and underscores, starting with a letter"
+            )
+        try:
+            async with asyncio.timeout(connect_timeout):
+                pool = await asyncpg.create_pool(
+                    url, min_size=1, max_size=pool_size, timeout=connect_timeout
+                )
+        except (*TRANSIENT, *_CONNECT_REFUSALS) as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {redact_url(url)} within {connect_timeout:g} s"
+                f" ({type(exc).__name__}: {exc}). Check that the server is running and that the"
+                " URL (argument or AIODURABLE_DATABASE_URL) is right, or give no URL to use the"
+                " embedded PostgreSQL."
+            ) from exc
+        return cls(pool, schema)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self.pool.close()
+
+    async def migrate(self) -> int:
+        """Bring the schema up to date under an advisory lock; return its version."""
+        known = migrations()
+        latest = known[-1][0]
+        s = self.schema
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL)"
+            )
+            current = await conn.fetchval(f"SELECT max(version) FROM {s}.schema_version") or 0
+            if current > latest:
+                raise SchemaError(
+                    f"the database schema {s!r} is at version {current}, newer than this"
+                    f" aiodurable understands (up to {latest}); upgrade aiodurable"
+                    " (pip install -U aiodurable), or use another schema= for this program"
+                )
+            for version, template in known[current:]:
+                await conn.execute(template.replace("{schema}", s))
+                await conn.execute(f"INSERT INTO {s}.schema_version VALUES ($1)", version)
+        return latest
+
+    async def _run(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``op`` on a pooled connection, retrying it after connection failures."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._retry_for
+        delay = 0.05
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    return await op(conn)
+            except TRANSIENT as exc:
+                if loop.time() + delay > give_up:
+                    raise DatabaseUnavailable(
+                        f"PostgreSQL stayed unreachable for {self._retry_for:g} s"
+                        f" ({type(exc).__name__}: {exc})"
+                    ) from exc
+                logger.warning("database connection failed (%s); retrying in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # -- workflows ---------------------------------------------------------------------------
+
+    async def insert_workflow(self, w: NewWorkflow) -> bool:
+        """Record a new workflow; return False if its ID is already taken."""
+        args = (
+            w.workflow_id,
+            w.status,
+            w.name,
+            w.format,
+            w.inputs,
+            ms(w.created_at),
+            w.app_version,
+            w.executor_id,
+            w.parent_workflow_id,
+            None if w.deadline_at is None else ms(w.deadline_at),
+            w.queue_name,
+        )
+        inserted = await self._run(lambda c: c.fetchval(self._sql_insert_workflow, *args))
+        return bool(inserted)
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRow | None:
+        """The workflow's row, or None."""
+        row = await self._run(lambda c: c.fetchrow(self._sql_get_workflow, workflow_id))
+        return None if row is None else _workflow(row)
+
+    async def require_workflow(self, workflow_id: str) -> WorkflowRow:
+        """The workflow's row; :class:`WorkflowNotFound` if there is none."""
+        row = await self.get_workflow(workflow_id)
+        if row is None:
+            raise WorkflowNotFound(workflow_id)
+        return row
+
+    async def finish_workflow(
+        self,
+        workflow_id: str,
+        status: str,
+        fmt: str,
+        output: bytes | None,
+        error: bytes | None,
+        now: float,
+    ) -> bool:
+        """Write a PENDING workflow's final status and notify waiters; False if not PENDING."""
+        args = (workflow_id, status, fmt, output, error, ms(now))
+        rows = await self._run(lambda c: c.fetch(self._sql_finish, *args))
+        return bool(rows)
+
+    async def set_status(
+        self, workflow_id: str, status: str, *, only_from: Sequence[str], now: float
+    ) -> bool:
+        """Move a workflow to ``status`` if it is in one of ``only_from``; notify waiters."""
+        args = (workflow_id, status, ms(now), list(only_from))
+        rows = await self._run(lambda c: c.fetch(self._sql_set_status, *args))
+        return bool(rows)
+
+    async def pending_workflows(self, executor_id: str, app_version: str) -> list[tuple[str, str]]:
+        """``(workflow ID, name)`` of the PENDING workflows of an executor on an application
+        version, oldest first."""
+        rows = await self._run(lambda c: c.fetch(self._sql_pending, executor_id, app_version))
+        return [(r["workflow_id"], r["name"]) for r in rows]
+
+    async def claim_for_recovery(
+        self, workflow_ids: Sequence[str], now: float
+    ) -> list[WorkflowRow]:
+        """Count one more recovery attempt on each still-PENDING workflow; return their rows."""
+        ids = list(workflow_ids)
+        rows = await self._run(lambda c: c.fetch(self._sql_claim, ids, ms(now)))
+        return [_workflow(r) for r in rows]
+
+    # -- the journal -------------------------------------------------------------------------
+
+    async def load_journal(self, workflow_id: str) -> dict[int, StepRow]:
+        """Every journal entry of a workflow, by function ID: one query."""
+        rows = await self._run(lambda c: c.fetch(self._sql_journal, workflow_id))
+        return {r["function_id"]: _step(r) for r in rows}
+
+    async def load_journals(self, workflow_ids: Sequence[str]) -> dict[str, dict[int, StepRow]]:
+        """The journals of several workflows in one query."""
+        ids = list(workflow_ids)
+        rows = await self._run(lambda c: c.fetch(self._sql_journals, ids))
+        journals: dict[str, dict[int, StepRow]] = {wid: {} for wid in ids}
+        for r in rows:
+            journals[r["workflow_id"]][r["function_id"]] = _step(r)
+        return journals
+
+    async def record_step_on(self, conn: Conn, workflow_id: str, step: StepRow) -> StepRow | None:
+        """:meth:`record_step` on a given connection, inside the caller's transaction."""
+        if await conn.fetchval(self._sql_record_step, *self._step_args(workflow_id, step)):
+            return None
+        existing = await conn.fetchrow(self._sql_get_step, workflow_id, step.function_id)
+        return None if existing is None else _step(existing)
+
+    async def get_step(self, workflow_id: str, function_id: int) -> StepRow | None:
+        """One journal entry, or None."""
+        row = await self._run(lambda c: c.fetchrow(self._sql_get_step, workflow_id, function_id))
+        return None if row is None else _step(row)
+
+    async def record_step(self, workflow_id: str, step: StepRow) -> StepRow | None:
+        """Write a journal entry: one round trip. If the function ID already has one (another
+        executor got there first), return that entry instead; None when ours was written."""
+        return await self._run(lambda c: self.record_step_on(c, workflow_id, step))
+
+    # -- messages and events -----------------------------------------------------------------
+
+    def _step_args(self, workflow_id: str, step: StepRow) -> tuple[object, ...]:
+        return (
+            workflow_id,
+            step.function_id,
+            step.name,
+            step.format,
+            step.output,
+            step.error,
+            step.child_workflow_id,
+            ms(step.started_at),
+            ms(step.completed_at),
+        )
+
+    async def send(
+        self,
+        destination_id: str,
+        topic: str,
+        fmt: str,
+        value: bytes,
+        now: float,
+        *,
+        idempotency_key: str | None = None,
+        checkpoint: tuple[str, StepRow] | None = None,
+    ) -> bool:
+        """Queue a message and notify its receiver; False when it was already sent (its
+        idempotency key or its sender's journal entry says so). ``checkpoint`` is the sending
+        workflow's journal entry, written in the same statement.
+        :class:`WorkflowNotFound` for an unknown destination."""
+
+        async def op(c: Conn) -> bool:
+            if checkpoint is not None:
+                sender, step = checkpoint
+                sql = self._sql_send_from_workflow
+                args: tuple[object, ...] = (
+                    *self._step_args(sender, step),
+                    destination_id,
+                    topic,
+                    fmt,
+                    value,
+                )
+            elif idempotency_key is not None:
+                sql = self._sql_send_once
+                args = (destination_id, topic, fmt, value, ms(now), idempotency_key)
+            else:
+                sql = self._sql_send
+                args = (destination_id, topic, fmt, value, ms(now))
+            return bool(await c.fetch(sql, *args))
+
+        try:
+            return await self._run(op)
+        except asyncpg.UniqueViolationError:
+            return False  # the sender's function ID is taken: sent already
+        except asyncpg.ForeignKeyViolationError:
+            raise WorkflowNotFound(destination_id) from None
+
+    async def workflow_exists(self, workflow_id: str) -> bool:
+        """Whether a workflow ID is recorded."""
+        return bool(await self._run(lambda c: c.fetchval(self._sql_workflow_exists, workflow_id)))
+
+    async def consume_message(
+        self, workflow_id: str, topic: str, function_id: int, name: str, now: float
+    ) -> StepRow | None:
+        """Take the oldest message for ``topic`` and journal it at ``function_id``, atomically.
+
+        Returns the journal entry, or None when no message is queued. When the function ID is
+        already journaled, nothing is consumed and the existing entry is returned."""
+
+        async def op(c: Conn) -> StepRow | None:
+            try:
+                row = await c.fetchrow(
+                    self._sql_consume, workflow_id, topic, function_id, name, ms(now)
+                )
+            except asyncpg.UniqueViolationError:
+                existing = await c.fetchrow(self._sql_get_step, workflow_id, function_id)
+                return None if existing is None else _step(existing)
+            if row is None:
+                return None
+            return StepRow(function_id, name, row["format"], row["value"], None, None, now, now)
+
+        return await self._run(op)
+
+    async def wait_deadline(self, workflow_id: str, function_id: int, deadline: float) -> float:
+        """Record the deadline of a wait at ``function_id``, or return the one recorded first."""
+        recorded = await self._run(
+            lambda c: c.fetchval(self._sql_wait_deadline, workflow_id, function_id, ms(deadline))
+        )
+        return float(recorded) / 1000
+
+    async def set_event(
+        self, workflow_id: str, step: StepRow, key: str, fmt: str, value: bytes
+    ) -> bool:
+        """Publish an event value with its journal entry and notify; False if already journaled."""
+        args = (*self._step_args(workflow_id, step), key, value)
+        try:
+            return bool(await self._run(lambda c: c.fetch(self._sql_set_event, *args)))
+        except asyncpg.UniqueViolationError:
+            return False
+
+    async def get_event(self, workflow_id: str, key: str) -> tuple[str, bytes] | None:
+        """The latest value of an event as ``(format, bytes)``, or None if never set."""
+        row = await self._run(lambda c: c.fetchrow(self._sql_get_event, workflow_id, key))
+        return None if row is None else (row["format"], row["value"])

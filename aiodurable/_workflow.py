@@ -1,0 +1,138 @@
+"""``@workflow()``: the decorator, the registry of workflow functions, the application version."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+__all__ = [
+    "WorkflowDef",
+    "application_version",
+    "check_id",
+    "definition_of",
+    "lookup",
+    "workflow",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
+MAX_ID_LENGTH = 1000
+
+
+@dataclass(eq=False, slots=True)
+class WorkflowDef:
+    """A registered workflow function."""
+
+    name: str
+    fn: Callable[..., Coroutine[Any, Any, Any]]
+    max_recovery_attempts: int
+    source: str = field(repr=False, default="")
+
+
+# The registry of decorated functions, filled at import time as a program's modules are loaded,
+# like the module table itself. Runtimes only read it; re-decorating a name replaces the entry.
+_registry: dict[str, WorkflowDef] = {}
+
+
+def lookup(name: str) -> WorkflowDef | None:
+    """The workflow registered under ``name``."""
+    return _registry.get(name)
+
+
+def definition_of(fn: object) -> WorkflowDef:
+    """The definition behind a function decorated with ``@workflow()``; TypeError otherwise."""
+    wdef = getattr(fn, "__aiodurable_workflow__", None)
+    if not isinstance(wdef, WorkflowDef):
+        raise TypeError(
+            f"{fn!r} is not a workflow; decorate it with @aiodurable.workflow() to start it durably"
+        )
+    return wdef
+
+
+def check_id(kind: str, value: object) -> str:
+    """Validate a workflow ID, topic or key: a non-empty string, no NUL, of sane length."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"a {kind} must be a non-empty string, not {value!r}")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"a {kind} may be at most {MAX_ID_LENGTH} characters, not {len(value)}")
+    if "\x00" in value:
+        raise ValueError(f"a {kind} must not contain NUL characters: {value!r}")
+    return value
+
+
+def _source_of(fn: Callable[..., object]) -> str:
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        return repr(code.co_code) if code is not None else fn.__qualname__
+
+
+def application_version() -> str:
+    """A hash of the source of every registered workflow function.
+
+    Recovery only runs a workflow on the application version that started it, because a
+    workflow replayed on changed code may take a different path. ``AIODURABLE_APP_VERSION`` (or
+    ``Runtime(app_version=)``) overrides it.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(_registry):
+        digest.update(name.encode())
+        digest.update(b"\0")
+        digest.update(_registry[name].source.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
+
+
+def workflow(
+    *, name: str | None = None, max_recovery_attempts: int = DEFAULT_MAX_RECOVERY_ATTEMPTS
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """Make an ``async def`` function a durable workflow.
+
+    Calling it runs it durably under a new workflow ID (or the one set with
+    :func:`aiodurable.set_workflow_id`) and returns its result; called from another workflow it
+    runs as that workflow's child. ``name`` is the identity recorded in the database (default
+    ``module:qualname``); keep it stable across deployments. A workflow recovered more than
+    ``max_recovery_attempts`` times is marked ``MAX_RECOVERY_ATTEMPTS_EXCEEDED``.
+    """
+    if name is not None:
+        check_id("workflow name", name)
+    if (
+        isinstance(max_recovery_attempts, bool)
+        or not isinstance(max_recovery_attempts, int)
+        or max_recovery_attempts < 0
+    ):
+        raise ValueError(
+            f"max_recovery_attempts must be an int >= 0, not {max_recovery_attempts!r}"
+        )
+
+    def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"@workflow() decorates an async def function, and {fn!r} is not one;"
+                " write it as `async def`"
+            )
+        wdef = WorkflowDef(
+            name=name or f"{fn.__module__}:{fn.__qualname__}",
+            fn=fn,
+            max_recovery_attempts=max_recovery_attempts,
+            source=_source_of(fn),
+        )
+
+        @functools.wraps(fn)
+        def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+            from ._runtime import call_workflow  # (import here: the runtime imports this module)
+
+            return call_workflow(wdef, args, kwargs)
+
+        call.__aiodurable_workflow__ = wdef  # type: ignore[attr-defined]  # our marker attribute
+        _registry[wdef.name] = wdef
+        return call
+
+    return decorate
