@@ -89,6 +89,7 @@ class WorkflowContext:
 
 _workflow: ContextVar[WorkflowContext | None] = ContextVar("aiodurable_workflow", default=None)
 _in_step: ContextVar[bool] = ContextVar("aiodurable_in_step", default=False)
+_step_name: ContextVar[str | None] = ContextVar("aiodurable_step_name", default=None)
 _next_id: ContextVar[list[str] | None] = ContextVar("aiodurable_next_workflow_id", default=None)
 
 
@@ -109,13 +110,20 @@ def in_step() -> bool:
     return _in_step.get()
 
 
+def current_step_name() -> str | None:
+    """The name of the step whose body is running, or None (for log records)."""
+    return _step_name.get()
+
+
 @contextmanager
-def step_body() -> Iterator[None]:
-    """Mark the enclosed code as a step's body."""
+def step_body(name: str) -> Iterator[None]:
+    """Mark the enclosed code as the body of step ``name``."""
     token = _in_step.set(True)
+    name_token = _step_name.set(name)
     try:
         yield
     finally:
+        _step_name.reset(name_token)
         _in_step.reset(token)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
@@ -59,7 +60,8 @@ class Waiter:
     async def wait(self, deadline: float | None = None) -> bool:
         """Wait for a wake-up, the fallback interval, or ``deadline``; True if woken."""
         clock = self._notifier.clock
-        fallback = clock.now() + self._notifier.fallback_interval
+        # Jitter spreads the fallback re-reads of many waiters over time.
+        fallback = clock.now() + self._notifier.fallback_interval * random.uniform(0.9, 1.1)
         until = fallback if deadline is None else min(deadline, fallback)
         return await clock.wait(self._event, until)
 
@@ -87,7 +89,21 @@ class Notifier:
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self._closed = False
+        self._registered = asyncio.Event()
         self.connected = asyncio.Event()
+
+    @property
+    def waiting(self) -> int:
+        """How many waiters are registered."""
+        return sum(len(peers) for peers in self._waiters.values())
+
+    async def until_waiting(self, count: int) -> None:
+        """Return once at least ``count`` waiters are registered (for tests and tooling)."""
+        while True:
+            self._registered.clear()
+            if self.waiting >= count:
+                return
+            await self._registered.wait()
 
     @property
     def closed(self) -> bool:
@@ -104,6 +120,7 @@ class Notifier:
         """Register a waiter for ``key`` for the duration of the block."""
         waiter = Waiter(self, key)
         self._waiters.setdefault(key, set()).add(waiter)
+        self._registered.set()
         try:
             yield waiter
         finally:

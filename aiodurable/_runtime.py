@@ -52,7 +52,8 @@ from ._serde import (
     encode_inputs,
     return_hint,
 )
-from ._store import NewWorkflow, StepRow, Store, WorkflowRow
+from ._store import APPLICATION_NAME, NewWorkflow, StepRow, Store, WorkflowRow
+from ._tracing import workflow_span
 from ._workflow import WorkflowDef, application_version, check_id, definition_of, lookup
 
 __all__ = ["Runtime", "call_workflow", "current_runtime"]
@@ -175,7 +176,7 @@ class Runtime:
         clock: Clock | None = None,
         pool_size: int = 16,
         connect_timeout: float = 10.0,
-        notify_fallback: float = 5.0,
+        notify_fallback: float = 10.0,
         recover: bool = True,
     ) -> None:
         self._database_url = database_url or os.environ.get("AIODURABLE_DATABASE_URL") or None
@@ -322,7 +323,9 @@ class Runtime:
         url, timeout = self.database_url, self._connect_timeout
 
         async def connect() -> asyncpg.Connection:
-            return await asyncpg.connect(url, timeout=timeout)
+            return await asyncpg.connect(
+                url, timeout=timeout, server_settings={"application_name": APPLICATION_NAME}
+            )
 
         self._notifier = Notifier(
             connect,
@@ -546,7 +549,8 @@ class Runtime:
         enter_workflow(ctx)
         wid = ctx.workflow_id
         try:
-            outcome = await self._run_body(ctx, args, kwargs)
+            with workflow_span(ctx.definition.name, wid):
+                outcome = await self._run_body(ctx, args, kwargs)
             if outcome is not None and not future.done():
                 future.set_result(outcome)
         finally:

@@ -19,6 +19,7 @@ from ._exceptions import MaxRetriesExceeded
 from ._retry import NonRetryable, Retry
 from ._serde import encode, encode_exception, return_hint
 from ._store import StepRow
+from ._tracing import step_span
 
 __all__ = ["StepDef", "run_checkpointed", "step"]
 
@@ -74,7 +75,7 @@ async def run_checkpointed(
         ctx.check_cancelled()
         started = runtime.clock.now()
         try:
-            with step_body():
+            with step_span(name, ctx.workflow_id, function_id), step_body(name):
                 result = await body()
         except Exception as exc:
             row = StepRow(

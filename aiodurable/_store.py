@@ -34,7 +34,8 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 # A lock key all aiodurable processes agree on, so migrations run one at a time.
 _MIGRATION_LOCK = 0x61696F64  # "aiod"
 
-TERMINAL = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+APPLICATION_NAME = "aiodurable"
+"""The application_name of every connection aiodurable opens (see pg_stat_activity)."""
 
 # Errors after which the statement may be sent again on a fresh connection.
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -46,6 +47,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # A connection whose backend was terminated can be left mid-protocol; drop it and retry.
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 # Errors that mean "this URL will not do", reported at connect time like a dead server.
@@ -290,7 +294,11 @@ class Store:
         try:
             async with asyncio.timeout(connect_timeout):
                 pool = await asyncpg.create_pool(
-                    url, min_size=1, max_size=pool_size, timeout=connect_timeout
+                    url,
+                    min_size=1,
+                    max_size=pool_size,
+                    timeout=connect_timeout,
+                    server_settings={"application_name": APPLICATION_NAME},
                 )
         except (*TRANSIENT, *_CONNECT_REFUSALS) as exc:
             raise DatabaseUnavailable(
@@ -336,7 +344,11 @@ class Store:
         while True:
             try:
                 async with self.pool.acquire() as conn:
-                    return await op(conn)
+                    try:
+                        return await op(conn)
+                    except TRANSIENT:
+                        conn.terminate()  # never hand a broken connection out again
+                        raise
             except TRANSIENT as exc:
                 if loop.time() + delay > give_up:
                     raise DatabaseUnavailable(

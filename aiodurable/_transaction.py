@@ -19,6 +19,7 @@ import asyncpg
 from ._context import WorkflowContext, current_workflow, in_step, step_body
 from ._serde import encode, encode_exception, return_hint
 from ._store import StepRow
+from ._tracing import step_span
 
 __all__ = ["Isolation", "transaction"]
 
@@ -148,7 +149,7 @@ async def _journaled(
             tx = conn.transaction(isolation=isolation)  # type: ignore[arg-type]  # validated Literal
             await tx.start()
             try:
-                with step_body():
+                with step_span(name, ctx.workflow_id, function_id), step_body(name):
                     result = await fn(conn, *args, **kwargs)
                 data = encode(rt.serializer, result, what=f"the result of transaction {name!r}")
                 row = StepRow(

@@ -11,6 +11,9 @@ commit per journal write, no recovery. Workloads:
 
 - W1: a workflow of 10 no-op steps, run in sequence: median and p99 latency.
 - W2: 10-step no-op workflows with 64 in flight: workflows/s.
+- W3: a round trip: send to a workflow waiting in recv, which set_events a reply that the caller
+  awaits with get_event: median and p99 ms.
+- W4: a 0.2 s durable sleep: median overshoot in ms.
 """
 
 from __future__ import annotations
@@ -44,6 +47,21 @@ async def noop_workflow(steps: int) -> int:
     for i in range(steps):
         await noop_step(i)
     return steps
+
+
+@workflow()
+async def echo_workflow(rounds: int) -> int:
+    for i in range(rounds):
+        request = await aiodurable.recv("request", timeout=60)
+        await aiodurable.set_event(f"reply-{i}", request)
+    return rounds
+
+
+@workflow()
+async def sleep_workflow(seconds: float) -> float:
+    started = time.time()
+    await aiodurable.sleep(seconds)
+    return time.time() - started
 
 
 @dataclass
@@ -100,6 +118,114 @@ class Direct:
             wid,
             b"10",
         )
+
+
+class DirectRoundTrip:
+    """The W3 pattern on plain asyncpg: a message row and NOTIFY wake a waiting task, which
+    consumes it with its journal row in one statement and publishes a reply row with NOTIFY."""
+
+    def __init__(self, pool: asyncpg.Pool, url: str, schema: str) -> None:
+        self.pool = pool
+        self.url = url
+        self.schema = schema
+
+    async def run(self, rounds: int) -> list[float]:
+        s = self.schema
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                f"CREATE TABLE {s}.messages (id bigserial PRIMARY KEY, dest text, value bytea)"
+            )
+            await conn.execute(
+                f"CREATE TABLE {s}.events (wid text, key text, value bytea, PRIMARY KEY (wid, key))"
+            )
+        listener = await asyncpg.connect(self.url)
+        inbox = asyncio.Event()
+        replies: dict[str, asyncio.Event] = {}
+
+        def on_notify(conn: object, pid: int, channel: str, payload: object) -> None:
+            if channel == f"{s}_m":
+                inbox.set()
+            elif str(payload) in replies:
+                replies[str(payload)].set()
+
+        await listener.add_listener(f"{s}_m", on_notify)
+        await listener.add_listener(f"{s}_e", on_notify)
+        consume = (
+            f"WITH m AS (DELETE FROM {s}.messages WHERE id = (SELECT id FROM {s}.messages"
+            " WHERE dest = 'w' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING value),"
+            f" j AS (INSERT INTO {s}.steps SELECT 'w', $1, value FROM m) SELECT value FROM m"
+        )
+
+        async def waiter() -> None:
+            for i in range(rounds):
+                while True:
+                    inbox.clear()
+                    value = await self.pool.fetchval(consume, 2 * i + 1)
+                    if value is not None:
+                        break
+                    await inbox.wait()
+                await self.pool.execute(
+                    f"WITH e AS (INSERT INTO {s}.events VALUES ('w', $1, $2) RETURNING key),"
+                    f" j AS (INSERT INTO {s}.steps VALUES ('w', $3, $2))"
+                    f" SELECT pg_notify('{s}_e', key) FROM e",
+                    f"reply-{i}",
+                    value,
+                    2 * i + 2,
+                )
+
+        task = asyncio.ensure_future(waiter())
+        samples: list[float] = []
+        for i in range(rounds):
+            key = f"reply-{i}"
+            replies[key] = asyncio.Event()
+            started = time.perf_counter()
+            await self.pool.execute(
+                f"WITH m AS (INSERT INTO {s}.messages (dest, value) VALUES ('w', $1)"
+                f" RETURNING dest) SELECT pg_notify('{s}_m', dest) FROM m",
+                b"1",
+            )
+            while not await self.pool.fetchval(
+                f"SELECT value FROM {s}.events WHERE wid = 'w' AND key = $1", key
+            ):
+                await replies[key].wait()
+            samples.append((time.perf_counter() - started) * 1000)
+        await task
+        await listener.close()
+        return samples
+
+
+async def durable_round_trip(rounds: int) -> list[float]:
+    """W3 on aiodurable."""
+    handle = await aiodurable.start_workflow(echo_workflow, rounds)
+    samples: list[float] = []
+    for i in range(rounds):
+        started = time.perf_counter()
+        await aiodurable.send(handle.workflow_id, i, "request")
+        await aiodurable.get_event(handle.workflow_id, f"reply-{i}")
+        samples.append((time.perf_counter() - started) * 1000)
+    await handle.get_result()
+    return samples
+
+
+async def sleep_overshoot(
+    count: int, durable: bool, pool: asyncpg.Pool, schema: str
+) -> list[float]:
+    """W4: how late a 0.2 s sleep wakes, in ms; the direct one records its wake-up time too."""
+    samples: list[float] = []
+    for _ in range(count):
+        if durable:
+            slept = await sleep_workflow(0.2)
+        else:
+            started = time.time()
+            await pool.execute(
+                f"INSERT INTO {schema}.steps VALUES ($1, 1, $2)",
+                str(uuid.uuid4()),
+                str(started + 0.2).encode(),
+            )
+            await asyncio.sleep(started + 0.2 - time.time())
+            slept = time.time() - started
+        samples.append((slept - 0.2) * 1000)
+    return samples
 
 
 async def sequential(run: Callable[[], Awaitable[object]], count: int) -> list[float]:
@@ -161,6 +287,17 @@ async def bench(url: str | None, smoke: bool) -> list[Result]:
         for system, run in (("direct", by_hand), ("aiodurable", durable)):
             rate = await throughput(run, w2_total, 64)
             results.append(Result("W2", system, "workflows_per_s", rate))
+        rounds = 20 if smoke else 200
+        for system, samples in (
+            ("direct", await DirectRoundTrip(pool, url, direct.schema).run(rounds)),
+            ("aiodurable", await durable_round_trip(rounds)),
+        ):
+            results.append(Result("W3", system, "median_ms", statistics.median(samples)))
+            results.append(Result("W3", system, "p99_ms", percentile(samples, 99)))
+        sleeps = 5 if smoke else 50
+        for system, durable_sleep in (("direct", False), ("aiodurable", True)):
+            samples = await sleep_overshoot(sleeps, durable_sleep, pool, direct.schema)
+            results.append(Result("W4", system, "overshoot_median_ms", statistics.median(samples)))
         async with pool.acquire() as conn:
             for s in (direct.schema, schema):
                 await conn.execute(f"DROP SCHEMA {s} CASCADE")
