@@ -6,10 +6,20 @@ moment, restarting the program resumes every unfinished workflow from its last c
 
 from __future__ import annotations
 
-from ._api import get_workflow_status, retrieve_workflow, start_workflow
+from ._api import (
+    cancel_workflow,
+    fork_workflow,
+    get_workflow_status,
+    list_steps,
+    list_workflows,
+    restart_workflow,
+    resume_workflow,
+    retrieve_workflow,
+    start_workflow,
+)
 from ._clock import Clock, SystemClock
 from ._comm import get_event, recv, send, set_event, sleep
-from ._context import current_workflow_id, set_workflow_id
+from ._context import current_workflow_id, set_workflow_id, set_workflow_timeout
 from ._exceptions import (
     DatabaseUnavailable,
     DuplicateWorkflowError,
@@ -60,14 +70,21 @@ __all__ = [
     "WorkflowInfo",
     "WorkflowNotFound",
     "WorkflowStatus",
+    "cancel_workflow",
     "current_workflow_id",
+    "fork_workflow",
     "get_event",
     "get_workflow_status",
+    "list_steps",
+    "list_workflows",
     "recv",
+    "restart_workflow",
+    "resume_workflow",
     "retrieve_workflow",
     "send",
     "set_event",
     "set_workflow_id",
+    "set_workflow_timeout",
     "sleep",
     "start_workflow",
     "step",

@@ -6,10 +6,21 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from ._handle import WorkflowHandle
-from ._models import WorkflowInfo
+from ._manage import StatusFilter, TimeFilter
+from ._models import StepInfo, WorkflowInfo
 from ._runtime import current_runtime
 
-__all__ = ["get_workflow_status", "retrieve_workflow", "start_workflow"]
+__all__ = [
+    "cancel_workflow",
+    "fork_workflow",
+    "get_workflow_status",
+    "list_steps",
+    "list_workflows",
+    "restart_workflow",
+    "resume_workflow",
+    "retrieve_workflow",
+    "start_workflow",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -19,7 +30,8 @@ def start_workflow(
     fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
 ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
     """Durably start ``fn(*args, **kwargs)`` in the background and return its handle once it is
-    recorded; see :meth:`Runtime.start_workflow`."""
+    recorded (from then on it runs to completion, even across a crash). Inside a workflow it
+    starts a child workflow. See :meth:`Runtime.start_workflow` for ``timeout=``."""
     return current_runtime().start_workflow(fn, *args, **kwargs)
 
 
@@ -31,3 +43,80 @@ async def retrieve_workflow(workflow_id: str) -> WorkflowHandle[Any]:
 async def get_workflow_status(workflow_id: str) -> WorkflowInfo:
     """A :class:`WorkflowInfo` snapshot; :class:`WorkflowNotFound` if the ID is unknown."""
     return await current_runtime().get_workflow_status(workflow_id)
+
+
+async def list_workflows(
+    *,
+    status: StatusFilter = None,
+    name: str | None = None,
+    workflow_id_prefix: str | None = None,
+    app_version: str | None = None,
+    executor_id: str | None = None,
+    queue_name: str | None = None,
+    start_time: TimeFilter = None,
+    end_time: TimeFilter = None,
+    limit: int | None = None,
+    offset: int | None = None,
+    sort_desc: bool = False,
+    load_input: bool = False,
+    load_output: bool = False,
+) -> list[WorkflowInfo]:
+    """Workflows matching every filter given, oldest first (``sort_desc``: newest first).
+
+    ``status`` takes one status or several; ``start_time``/``end_time`` bound the creation time
+    (aware datetimes or POSIX timestamps); inputs and outputs are decoded only when
+    ``load_input``/``load_output`` ask for them.
+    """
+    return await current_runtime().list_workflows(
+        status=status,
+        name=name,
+        workflow_id_prefix=workflow_id_prefix,
+        app_version=app_version,
+        executor_id=executor_id,
+        queue_name=queue_name,
+        start_time=start_time,
+        end_time=end_time,
+        limit=limit,
+        offset=offset,
+        sort_desc=sort_desc,
+        load_input=load_input,
+        load_output=load_output,
+    )
+
+
+async def list_steps(workflow_id: str) -> list[StepInfo]:
+    """A workflow's journal entries in function-ID order; :class:`WorkflowNotFound` if unknown."""
+    return await current_runtime().list_steps(workflow_id)
+
+
+async def cancel_workflow(workflow_id: str) -> None:
+    """Cancel a PENDING or ENQUEUED workflow: it stops at its next checkpoint (at once while it
+    waits in recv, sleep or get_event), is never recovered, and ``get_result()`` raises
+    :class:`WorkflowCancelled`. A finished workflow is left as it is."""
+    await current_runtime().cancel_workflow(workflow_id)
+
+
+async def resume_workflow(workflow_id: str) -> WorkflowHandle[Any]:
+    """Continue a CANCELLED or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow from its last completed
+    step on the current application version (an ENQUEUED one starts at once, bypassing its
+    queue); a SUCCESS or ERROR workflow is left as it is."""
+    return await current_runtime().resume_workflow(workflow_id)
+
+
+async def restart_workflow(workflow_id: str) -> WorkflowHandle[Any]:
+    """Run a workflow again from the start, under a new ID, with the same inputs."""
+    return await current_runtime().restart_workflow(workflow_id)
+
+
+async def fork_workflow(
+    workflow_id: str,
+    start_step: int,
+    *,
+    new_workflow_id: str | None = None,
+    app_version: str | None = None,
+) -> WorkflowHandle[Any]:
+    """Start a new workflow with the same inputs that reuses the journal entries whose function
+    ID is below ``start_step`` (at most one past the last recorded one) and runs the rest."""
+    return await current_runtime().fork_workflow(
+        workflow_id, start_step, new_workflow_id=new_workflow_id, app_version=app_version
+    )

@@ -14,13 +14,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from aiodurable._cli_workflow import add_workflow_commands
 from aiodurable._embedded import (
     EmbeddedPostgres,
     default_data_dir,
     running_url,
     stop_server,
 )
-from aiodurable._exceptions import DurableError
+from aiodurable._exceptions import DurableError, WorkflowNotFound
 
 __all__ = ["main"]
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     _add_postgres(commands)
+    add_workflow_commands(commands)
     return parser
 
 
@@ -100,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     command: _Command = args.command
     try:
         return _run(command(args))
+    except WorkflowNotFound as exc:
+        print(f"aiodurable: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"aiodurable: error: {exc}", file=sys.stderr)
+        return 2
     except DurableError as exc:
         print(f"aiodurable: {exc}", file=sys.stderr)
         return 1

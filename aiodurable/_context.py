@@ -91,6 +91,7 @@ _workflow: ContextVar[WorkflowContext | None] = ContextVar("aiodurable_workflow"
 _in_step: ContextVar[bool] = ContextVar("aiodurable_in_step", default=False)
 _step_name: ContextVar[str | None] = ContextVar("aiodurable_step_name", default=None)
 _next_id: ContextVar[list[str] | None] = ContextVar("aiodurable_next_workflow_id", default=None)
+_timeout: ContextVar[float | None] = ContextVar("aiodurable_workflow_timeout", default=None)
 
 
 def current_workflow() -> WorkflowContext | None:
@@ -175,3 +176,26 @@ def take_assigned_id() -> str | None:
     if slot:
         return slot.pop()
     return None
+
+
+@contextmanager
+def set_workflow_timeout(seconds: float | None) -> Iterator[None]:
+    """Give every workflow started in this block a deadline ``seconds`` after its start.
+
+    Past it the workflow is cancelled (as by ``cancel_workflow``). The deadline is recorded, so
+    it holds across recovery, and child workflows inherit it. ``None`` lifts an outer timeout.
+    """
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0
+    ):
+        raise ValueError(f"a workflow timeout must be a number of seconds > 0, not {seconds!r}")
+    token = _timeout.set(None if seconds is None else float(seconds))
+    try:
+        yield
+    finally:
+        _timeout.reset(token)
+
+
+def workflow_timeout() -> float | None:
+    """The timeout set by :func:`set_workflow_timeout` around this start, if any."""
+    return _timeout.get()

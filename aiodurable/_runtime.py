@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import enum
 import hashlib
+import inspect
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 
+from . import _manage
 from ._clock import Clock, SystemClock
 from ._context import (
     WorkflowContext,
@@ -28,6 +30,7 @@ from ._context import (
     enter_workflow,
     in_step,
     take_assigned_id,
+    workflow_timeout,
 )
 from ._exceptions import (
     DatabaseUnavailable,
@@ -39,6 +42,7 @@ from ._exceptions import (
     WorkflowNotFound,
 )
 from ._handle import Outcome, WorkflowHandle
+from ._manage import StatusFilter, TimeFilter
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus, from_timestamp
 from ._notify import Notifier
 from ._serde import (
@@ -54,7 +58,14 @@ from ._serde import (
 )
 from ._store import APPLICATION_NAME, NewWorkflow, StepRow, Store, WorkflowRow
 from ._tracing import workflow_span
-from ._workflow import WorkflowDef, application_version, check_id, definition_of, lookup
+from ._workflow import (
+    WorkflowDef,
+    application_version,
+    check_id,
+    definition_of,
+    lookup,
+    registered_names,
+)
 
 __all__ = ["Runtime", "call_workflow", "current_runtime"]
 
@@ -76,6 +87,7 @@ class _State(enum.Enum):
 class _Running:
     ctx: WorkflowContext
     future: asyncio.Future[Outcome]
+    deadline_task: asyncio.Task[Any] | None = None
 
 
 # Runtimes open in this process. Each adds itself when it opens and removes itself when it
@@ -105,6 +117,12 @@ def current_runtime() -> Runtime:
         f"{len(candidates)} Runtimes are open in this process and none encloses this code;"
         " call the method on the Runtime you mean (for example rt.start_workflow(...))"
     )
+
+
+def _positive_timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"a workflow timeout must be a number of seconds > 0, not {value!r}")
+    return float(value)
 
 
 def default_executor_id() -> str:
@@ -201,6 +219,7 @@ class Runtime:
         self._running: dict[str, _Running] = {}
         self._holds_executor = False
         self._recovered: list[str] = []
+        self._claim_wanted = asyncio.Event()
         self._token: Any = None
         self._store: Store | None = None
         self._app_store: Store | None = None
@@ -348,6 +367,8 @@ class Runtime:
                     self.executor_id,
                 )
             self.spawn(self._maintain(), name="aiodurable maintenance")
+            self.spawn(self._claim_loop(), name="aiodurable claimer")
+            self.wake_claimer()
 
     async def close(self) -> None:
         """Stop every workflow where it stands (it resumes at the next start) and disconnect."""
@@ -407,9 +428,11 @@ class Runtime:
         return bool(held)
 
     async def _maintain(self) -> None:
-        """Until this runtime holds its executor ID, try to take it over, then recover."""
+        """Until this runtime holds its executor ID, try to take it over, then recover; look
+        for unassigned work now and then, in case a notification was missed."""
         while True:
             await asyncio.sleep(self._notify_fallback)
+            self.wake_claimer()
             conn = self.notifier.connection
             if self._holds_executor or conn is None:
                 continue
@@ -424,9 +447,9 @@ class Runtime:
 
     def _on_signal(self, key: tuple[str, ...]) -> None:
         if len(key) == 3 and key[0] == "w" and key[2] == WorkflowStatus.CANCELLED:
-            running = self._running.get(key[1])
-            if running is not None:
-                running.ctx.cancel()
+            self.cancel_local(key[1])
+        elif key[0] == "x" and self._recover_on_open:
+            self.wake_claimer()
 
     # -- starting and running workflows ------------------------------------------------------
 
@@ -443,14 +466,20 @@ class Runtime:
         workflow is recorded (from then on it runs to completion, even across a crash).
 
         Inside a workflow this starts a child workflow, recorded in the parent's journal.
+        For a workflow that has no parameter named ``timeout``, a ``timeout=`` seconds keyword
+        gives it a deadline, as :func:`aiodurable.set_workflow_timeout` does (type checkers
+        see it as the workflow's own argument: prefer ``set_workflow_timeout`` in typed code).
         """
         wdef = definition_of(fn)
+        timeout: float | None = None
+        if "timeout" in kwargs and "timeout" not in inspect.signature(wdef.fn).parameters:
+            timeout = _positive_timeout(kwargs.pop("timeout"))
         assigned = take_assigned_id()
         parent = current_workflow()
         if parent is not None and not in_step():
             function_id = parent.next_function_id()
             return self.start_child(parent, function_id, wdef, args, kwargs, assigned)
-        return self.start(wdef, args, kwargs, workflow_id=assigned)
+        return self.start(wdef, args, kwargs, workflow_id=assigned, timeout=timeout)
 
     async def start(
         self,
@@ -460,8 +489,11 @@ class Runtime:
         *,
         workflow_id: str | None = None,
         parent: WorkflowContext | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[Any]:
-        """Record and launch a workflow, or attach to the one already recorded under its ID."""
+        """Record and launch a workflow, or attach to the one already recorded under its ID.
+
+        ``timeout`` (seconds) overrides :func:`aiodurable.set_workflow_timeout`."""
         self._check_open()
         wid = str(uuid.uuid4()) if workflow_id is None else check_id("workflow ID", workflow_id)
         hint = return_hint(wdef.fn)
@@ -471,7 +503,11 @@ class Runtime:
         inputs = encode_inputs(
             self.serializer, wdef.fn, args, kwargs, what=f"workflow {wdef.name!r}"
         )
-        deadline = parent.deadline_at if parent is not None else None
+        if parent is not None:
+            deadline = parent.deadline_at  # children inherit their parent's deadline
+        else:
+            timeout = timeout if timeout is not None else workflow_timeout()
+            deadline = None if timeout is None else self.clock.now() + timeout
         new = NewWorkflow(
             workflow_id=wid,
             name=wdef.name,
@@ -533,10 +569,14 @@ class Runtime:
     ) -> asyncio.Future[Outcome]:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         ctx = WorkflowContext(self, workflow_id, wdef, journal, deadline_at)
-        self._running[workflow_id] = _Running(ctx, future)
+        running = self._running[workflow_id] = _Running(ctx, future)
         ctx.task = self.spawn(
             self._execute(ctx, args, kwargs, future), name=f"aiodurable workflow {workflow_id}"
         )
+        if deadline_at is not None:
+            running.deadline_task = self.spawn(
+                self._enforce_deadline(ctx), name=f"aiodurable deadline {workflow_id}"
+            )
         return future
 
     async def _execute(
@@ -554,8 +594,11 @@ class Runtime:
             if outcome is not None and not future.done():
                 future.set_result(outcome)
         finally:
-            if self._running.get(wid) is not None and self._running[wid].ctx is ctx:
+            running = self._running.get(wid)
+            if running is not None and running.ctx is ctx:
                 del self._running[wid]
+                if running.deadline_task is not None:
+                    running.deadline_task.cancel()
 
     async def _run_body(
         self, ctx: WorkflowContext, args: tuple[object, ...], kwargs: dict[str, object]
@@ -750,17 +793,20 @@ class Runtime:
     # -- recovery ----------------------------------------------------------------------------
 
     async def recover(self, executor_id: str | None = None) -> list[str]:
-        """Resume the PENDING workflows of an executor (default: this one) on this application
-        version from their last completed step; return their IDs.
+        """Resume the PENDING workflows of this executor on this application version from their
+        last completed step; return their IDs. Given another ``executor_id``, which must be gone
+        (no live runtime holds it), hand its PENDING workflows to the live runtimes of their
+        application version, this one included.
 
         Workflows whose name no registered function has are logged and left PENDING; workflows
         recovered more than their ``max_recovery_attempts`` become
         ``MAX_RECOVERY_ATTEMPTS_EXCEEDED``.
         """
         self._check_open()
-        executor = executor_id or self.executor_id
+        if executor_id is not None and executor_id != self.executor_id:
+            return await _manage.recover_executor(self, executor_id)
         ids: list[str] = []
-        for wid, name in await self.store.pending_workflows(executor, self.app_version):
+        for wid, name in await self.store.pending_workflows(self.executor_id, self.app_version):
             if wid in self._running:
                 continue
             if lookup(name) is None:
@@ -781,12 +827,19 @@ class Runtime:
 
     async def _recover_batch(self, ids: list[str]) -> Iterable[str]:
         claimed = await self.store.claim_for_recovery(ids, self.clock.now())
-        journals = await self.store.load_journals([r.workflow_id for r in claimed])
+        return await self._launch_rows(claimed)
+
+    async def _launch_rows(self, rows: list[WorkflowRow]) -> list[str]:
+        """Launch recorded PENDING workflows with their journals (one query for all)."""
+        journals = await self.store.load_journals([r.workflow_id for r in rows])
         recovered: list[str] = []
-        for row in claimed:
+        for row in rows:
             wdef = lookup(row.name)
             assert wdef is not None
             if row.workflow_id in self._running:
+                continue
+            if row.deadline_at is not None and row.deadline_at <= self.clock.now():
+                await self._cancel_for_deadline(row.workflow_id)
                 continue
             if row.recovery_attempts > wdef.max_recovery_attempts:
                 logger.error(
@@ -804,8 +857,9 @@ class Runtime:
                 )
                 continue
             try:
-                assert row.inputs is not None
-                args, kwargs = decode_inputs(self.serializer_for(row.format), wdef.fn, row.inputs)
+                args, kwargs = decode_inputs(
+                    self.serializer_for(row.format), wdef.fn, row.inputs or b""
+                )
             except SerializationError as exc:
                 logger.error(
                     "cannot recover workflow %s: %s; it stays PENDING", row.workflow_id, exc
@@ -816,3 +870,146 @@ class Runtime:
             )
             recovered.append(row.workflow_id)
         return recovered
+
+    # -- claiming unassigned work, relaunching, cancelling -----------------------------------
+
+    def wake_claimer(self) -> None:
+        """Look for PENDING workflows that no executor runs (see :mod:`aiodurable._manage`)."""
+        self._claim_wanted.set()
+
+    async def _claim_loop(self) -> None:
+        while True:
+            await self._claim_wanted.wait()
+            self._claim_wanted.clear()
+            while True:
+                rows = await self.store.claim_unassigned(
+                    registered_names(), self.executor_id, self.app_version, self.clock.now()
+                )
+                if not rows:
+                    break
+                for wid in await self._launch_rows(rows):
+                    logger.info("took over workflow %s", wid)
+
+    async def relaunch(self, row: WorkflowRow) -> None:
+        """Run a workflow that was made PENDING on this executor again (resume, fork), once
+        any earlier execution of it in this process has stopped."""
+        running = self._running.get(row.workflow_id)
+        if running is None:
+            await self._launch_rows([row])
+            return
+
+        async def after_previous() -> None:
+            if running.ctx.task is not None:
+                await asyncio.gather(running.ctx.task, return_exceptions=True)
+            await self._launch_rows([row])
+
+        self.spawn(after_previous(), name=f"aiodurable relaunch {row.workflow_id}")
+
+    def cancel_local(self, workflow_id: str) -> None:
+        """Stop the local execution of a workflow that was just cancelled; its waiters learn of
+        it now, even while a step in progress runs to its end."""
+        running = self._running.get(workflow_id)
+        if running is not None:
+            running.ctx.cancel()
+            if not running.future.done():
+                running.future.set_result(Outcome(error=WorkflowCancelled(workflow_id)))
+
+    async def wait_stopped(self, workflow_id: str) -> None:
+        """Return once this runtime no longer executes ``workflow_id``: after a cancel, the step
+        in progress has ended and nothing more of the workflow runs here."""
+        running = self._running.get(workflow_id)
+        if running is not None and running.ctx.task is not None:
+            await asyncio.gather(running.ctx.task, return_exceptions=True)
+
+    def handle(self, workflow_id: str, name: str) -> WorkflowHandle[Any]:
+        """A handle to a recorded workflow of the given name."""
+        running = self._running.get(workflow_id)
+        wdef = lookup(name)
+        hint = None if wdef is None else return_hint(wdef.fn)
+        return WorkflowHandle(
+            self, workflow_id, hint=hint, future=None if running is None else running.future
+        )
+
+    async def _enforce_deadline(self, ctx: WorkflowContext) -> None:
+        assert ctx.deadline_at is not None
+        await self.clock.sleep_until(ctx.deadline_at)
+        await self._cancel_for_deadline(ctx.workflow_id)
+
+    async def _cancel_for_deadline(self, workflow_id: str) -> None:
+        logger.info("workflow %s passed its deadline; cancelling it", workflow_id)
+        await self.store.set_status(
+            workflow_id, "CANCELLED", only_from=["PENDING", "ENQUEUED"], now=self.clock.now()
+        )
+        self.cancel_local(workflow_id)
+
+    # -- management (see aiodurable._manage) --------------------------------------------------
+
+    async def list_workflows(
+        self,
+        *,
+        status: StatusFilter = None,
+        name: str | None = None,
+        workflow_id_prefix: str | None = None,
+        app_version: str | None = None,
+        executor_id: str | None = None,
+        queue_name: str | None = None,
+        start_time: TimeFilter = None,
+        end_time: TimeFilter = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        sort_desc: bool = False,
+        load_input: bool = False,
+        load_output: bool = False,
+    ) -> list[WorkflowInfo]:
+        """Workflows matching the filters; see :func:`aiodurable.list_workflows`."""
+        self._check_open()
+        return await _manage.list_workflows(
+            self,
+            status=status,
+            name=name,
+            workflow_id_prefix=workflow_id_prefix,
+            app_version=app_version,
+            executor_id=executor_id,
+            queue_name=queue_name,
+            start_time=start_time,
+            end_time=end_time,
+            limit=limit,
+            offset=offset,
+            sort_desc=sort_desc,
+            load_input=load_input,
+            load_output=load_output,
+        )
+
+    async def list_steps(self, workflow_id: str) -> list[StepInfo]:
+        """A workflow's journal; see :func:`aiodurable.list_steps`."""
+        self._check_open()
+        return await _manage.list_steps(self, workflow_id)
+
+    async def cancel_workflow(self, workflow_id: str) -> None:
+        """Cancel a workflow; see :func:`aiodurable.cancel_workflow`."""
+        self._check_open()
+        await _manage.cancel_workflow(self, workflow_id)
+
+    async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """Resume a workflow; see :func:`aiodurable.resume_workflow`."""
+        self._check_open()
+        return await _manage.resume_workflow(self, workflow_id)
+
+    async def restart_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """Run a workflow again under a new ID; see :func:`aiodurable.restart_workflow`."""
+        self._check_open()
+        return await _manage.restart_workflow(self, workflow_id)
+
+    async def fork_workflow(
+        self,
+        workflow_id: str,
+        start_step: int,
+        *,
+        new_workflow_id: str | None = None,
+        app_version: str | None = None,
+    ) -> WorkflowHandle[Any]:
+        """Fork a workflow from a step; see :func:`aiodurable.fork_workflow`."""
+        self._check_open()
+        return await _manage.fork_workflow(
+            self, workflow_id, start_step, new_workflow_id=new_workflow_id, app_version=app_version
+        )

@@ -21,10 +21,10 @@ from typing import TypeVar
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ._exceptions import DatabaseUnavailable, SchemaError, WorkflowNotFound
+from ._exceptions import DatabaseUnavailable, DuplicateWorkflowError, SchemaError, WorkflowNotFound
 from ._sql import migrations
 
-__all__ = ["NewWorkflow", "StepRow", "Store", "WorkflowRow", "redact_url"]
+__all__ = ["NewWorkflow", "StepRow", "Store", "WorkflowQuery", "WorkflowRow", "redact_url"]
 
 logger = logging.getLogger("aiodurable")
 
@@ -109,6 +109,25 @@ class WorkflowRow:
     queue_name: str | None
     parent_workflow_id: str | None
     deadline_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowQuery:
+    """Filters for :meth:`Store.list_workflows`; times are POSIX seconds."""
+
+    statuses: tuple[str, ...] = ()
+    name: str | None = None
+    workflow_id_prefix: str | None = None
+    app_version: str | None = None
+    executor_id: str | None = None
+    queue_name: str | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    limit: int | None = None
+    offset: int | None = None
+    sort_desc: bool = False
+    load_input: bool = False
+    load_output: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,3 +583,180 @@ class Store:
         """The latest value of an event as ``(format, bytes)``, or None if never set."""
         row = await self._run(lambda c: c.fetchrow(self._sql_get_event, workflow_id, key))
         return None if row is None else (row["format"], row["value"])
+
+    # -- management --------------------------------------------------------------------------
+
+    async def list_workflows(self, query: WorkflowQuery) -> list[WorkflowRow]:
+        """Workflows matching ``query``, newest or oldest first, without or with their data."""
+        s = self.schema
+        where: list[str] = []
+        args: list[object] = []
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if query.statuses:
+            where.append(f"status = ANY({arg(list(query.statuses))}::text[])")
+        if query.name is not None:
+            where.append(f"name = {arg(query.name)}")
+        if query.workflow_id_prefix is not None:
+            escaped = re.sub(r"([\\%_])", r"\\\1", query.workflow_id_prefix)
+            where.append(f"workflow_id LIKE {arg(escaped + '%')}")
+        if query.app_version is not None:
+            where.append(f"app_version = {arg(query.app_version)}")
+        if query.executor_id is not None:
+            where.append(f"executor_id = {arg(query.executor_id)}")
+        if query.queue_name is not None:
+            where.append(f"queue_name = {arg(query.queue_name)}")
+        if query.start_time is not None:
+            where.append(f"created_at >= {arg(ms(query.start_time))}")
+        if query.end_time is not None:
+            where.append(f"created_at <= {arg(ms(query.end_time))}")
+        columns = _WF_COLUMNS
+        if not query.load_input:
+            columns = columns.replace("inputs,", "NULL::bytea AS inputs,")
+        if not query.load_output:
+            columns = columns.replace("output, error,", "NULL::bytea AS output, error,")
+        order = "DESC" if query.sort_desc else "ASC"
+        sql = f"SELECT {columns} FROM {s}.workflows"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY created_at {order}, workflow_id {order}"
+        if query.limit is not None:
+            sql += f" LIMIT {arg(query.limit)}"
+        if query.offset:
+            sql += f" OFFSET {arg(query.offset)}"
+        rows = await self._run(lambda c: c.fetch(sql, *args))
+        return [_workflow(r) for r in rows]
+
+    async def last_function_id(self, workflow_id: str) -> int:
+        """The highest journaled function ID of a workflow (0 when none)."""
+        sql = (
+            f"SELECT coalesce(max(function_id), 0) FROM {self.schema}.steps WHERE workflow_id = $1"
+        )
+        return int(await self._run(lambda c: c.fetchval(sql, workflow_id)))
+
+    async def resume(
+        self, workflow_id: str, executor_id: str, app_version: str, now: float
+    ) -> WorkflowRow | None:
+        """Make a CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED or ENQUEUED workflow PENDING again on
+        ``executor_id`` ('' = any live runtime) and ``app_version``; None if it was in no such
+        state."""
+        s = self.schema
+        sql = (
+            f"WITH r AS (UPDATE {s}.workflows SET status = 'PENDING', recovery_attempts = 0,"
+            " executor_id = $2, app_version = $3, updated_at = $4, deadline_at = NULL"
+            " WHERE workflow_id = $1 AND status IN"
+            " ('CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'ENQUEUED')"
+            f" RETURNING {_WF_COLUMNS}) SELECT r.*, {self._notify_sql('r')} FROM r"
+        )
+        row = await self._run(
+            lambda c: c.fetchrow(sql, workflow_id, executor_id, app_version, ms(now))
+        )
+        return None if row is None else _workflow(row)
+
+    def _notify_sql(self, table: str) -> str:
+        """A pg_notify of ``table``'s workflow status, and of its being claimable when it is
+        PENDING with no executor."""
+        ch = self.channel
+        return (
+            f"pg_notify('{ch}', json_build_array('w', {table}.workflow_id, {table}.status)::text),"
+            f" CASE WHEN {table}.executor_id = '' THEN"
+            f" pg_notify('{ch}', json_build_array('x', {table}.workflow_id)::text) END"
+        )
+
+    async def fork(self, source_id: str, new: NewWorkflow, below: int) -> None:
+        """Record ``new`` with the source's journal entries (and events) whose function ID is
+        below ``below``, in one transaction."""
+        s = self.schema
+        insert = (
+            f"INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs, created_at,"
+            " updated_at, app_version, executor_id, parent_workflow_id, deadline_at, queue_name)"
+            " VALUES ($1, 'PENDING', $2, $3, $4, $5, $5, $6, $7, NULL, NULL, NULL)"
+        )
+        copy_steps = (
+            f"INSERT INTO {s}.steps (workflow_id, {_STEP_COLUMNS}) SELECT $1, {_STEP_COLUMNS}"
+            f" FROM {s}.steps WHERE workflow_id = $2 AND function_id < $3"
+        )
+        copy_history = (
+            f"INSERT INTO {s}.event_history (workflow_id, function_id, key, format, value)"
+            f" SELECT $1, function_id, key, format, value FROM {s}.event_history"
+            " WHERE workflow_id = $2 AND function_id < $3"
+        )
+        copy_events = (
+            f"INSERT INTO {s}.events (workflow_id, key, format, value, updated_at)"
+            f" SELECT DISTINCT ON (key) $1, key, format, value, $4 FROM {s}.event_history"
+            " WHERE workflow_id = $2 AND function_id < $3 ORDER BY key, function_id DESC"
+        )
+        notify = f"SELECT {self._notify_sql('w')} FROM {s}.workflows w WHERE workflow_id = $1"
+
+        async def op(c: Conn) -> None:
+            async with c.transaction():
+                await c.execute(
+                    insert,
+                    new.workflow_id,
+                    new.name,
+                    new.format,
+                    new.inputs,
+                    ms(new.created_at),
+                    new.app_version,
+                    new.executor_id,
+                )
+                await c.execute(copy_steps, new.workflow_id, source_id, below)
+                await c.execute(copy_history, new.workflow_id, source_id, below)
+                await c.execute(copy_events, new.workflow_id, source_id, below, ms(new.created_at))
+                await c.execute(notify, new.workflow_id)
+
+        try:
+            await self._run(op)
+        except asyncpg.UniqueViolationError:
+            raise DuplicateWorkflowError(
+                f"workflow ID {new.workflow_id!r} is already taken; choose another for the fork"
+            ) from None
+
+    async def claim_unassigned(
+        self, names: Sequence[str], executor_id: str, app_version: str, now: float
+    ) -> list[WorkflowRow]:
+        """Take the PENDING workflows no executor runs, of these names and of this application
+        version (or of none), for ``executor_id``."""
+        s = self.schema
+        sql = (
+            f"UPDATE {s}.workflows SET executor_id = $2, app_version = $3, updated_at = $4"
+            f" WHERE workflow_id IN (SELECT workflow_id FROM {s}.workflows"
+            " WHERE status = 'PENDING' AND executor_id = '' AND name = ANY($1)"
+            " AND app_version IN ('', $3) FOR UPDATE SKIP LOCKED LIMIT 500)"
+            f" RETURNING {_WF_COLUMNS}"
+        )
+        rows = await self._run(
+            lambda c: c.fetch(sql, list(names), executor_id, app_version, ms(now))
+        )
+        return [_workflow(r) for r in rows]
+
+    async def release_executor(self, executor_id: str, now: float) -> list[str]:
+        """Hand the PENDING workflows of a gone executor to any live runtime of their version."""
+        s = self.schema
+        sql = (
+            f"WITH r AS (UPDATE {s}.workflows SET executor_id = '', updated_at = $2"
+            " WHERE status = 'PENDING' AND executor_id = $1 RETURNING workflow_id, status,"
+            f" executor_id) SELECT r.workflow_id, {self._notify_sql('r')} FROM r"
+        )
+        rows = await self._run(lambda c: c.fetch(sql, executor_id, ms(now)))
+        return [r["workflow_id"] for r in rows]
+
+    async def executor_alive(self, executor_id: str) -> bool:
+        """Whether a live runtime holds ``executor_id``'s session lock."""
+
+        async def op(c: Conn) -> bool:
+            free = await c.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", self.schema, executor_id
+            )
+            if free:
+                await c.execute(
+                    "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))",
+                    self.schema,
+                    executor_id,
+                )
+            return not free
+
+        return await self._run(op)

@@ -15,6 +15,7 @@ __all__ = [
     "check_id",
     "definition_of",
     "lookup",
+    "registered_names",
     "workflow",
 ]
 
@@ -38,6 +39,11 @@ class WorkflowDef:
 # The registry of decorated functions, filled at import time as a program's modules are loaded,
 # like the module table itself. Runtimes only read it; re-decorating a name replaces the entry.
 _registry: dict[str, WorkflowDef] = {}
+
+
+def registered_names() -> list[str]:
+    """The names of every registered workflow."""
+    return list(_registry)
 
 
 def lookup(name: str) -> WorkflowDef | None:

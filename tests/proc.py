@@ -22,8 +22,11 @@ class Child:
     """A Python program run as a child process with its stdout read line by line."""
 
     def __init__(self, script: str, *args: str, env: dict[str, str]) -> None:
+        command = [sys.executable, str(ROOT / "tests" / "apps" / script)]
+        if script.startswith("-m"):  # a module: "-m aiodurable._cli"
+            command = [sys.executable, "-m", script[2:].strip()]
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "apps" / script), *args],
+            [*command, *args],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=subprocess.PIPE,
@@ -85,6 +88,12 @@ class Child:
         if code is None:
             self.proc.kill()
             raise AssertionError(f"child did not exit within {timeout} s")
-        if self.proc.stdout is not None:
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            # The child is gone: what is left in the pipe is all it wrote.
+            while await self._read_more():
+                pass
+            if self._buffer:
+                self.lines.append(self._buffer.decode())
+                self._buffer = b""
             self.proc.stdout.close()
         return code

@@ -76,3 +76,12 @@ CREATE TABLE {schema}.waits (
     deadline_at  bigint NOT NULL,
     PRIMARY KEY (workflow_id, function_id)
 );
+
+-- ID-prefix filters in listings use this index whatever the database's collation.
+CREATE INDEX workflows_id_pattern ON {schema}.workflows (workflow_id text_pattern_ops);
+-- Workflows waiting for any live runtime to take them (resumed or forked from the CLI, or
+-- released from a dead executor) have executor_id = ''.
+CREATE INDEX workflows_unassigned ON {schema}.workflows (name)
+    WHERE status = 'PENDING' AND executor_id = '';
+CREATE INDEX workflows_queue ON {schema}.workflows (queue_name, status, created_at)
+    WHERE queue_name IS NOT NULL;

@@ -1,0 +1,275 @@
+"""``aiodurable workflow ...``: list, get, steps, cancel, resume, restart, fork, recover.
+
+Each command opens a runtime that recovers nothing and runs nothing itself: commands that need a
+workflow's code (resume, restart, fork, recover) leave the workflow PENDING for any live runtime
+of the right application version, which takes it at once. Output is a readable table, or JSON
+with ``--json``. Exit status: 0 success, 1 workflow not found, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+import orjson
+
+from ._models import StepInfo, WorkflowInfo, WorkflowStatus
+from ._runtime import Runtime
+
+__all__ = ["add_workflow_commands"]
+
+_Command = Callable[[Runtime, argparse.Namespace], Awaitable[int]]
+
+
+def _time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (for example 2026-11-28T09:30:00+00:00)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _status(text: str) -> str:
+    value = text.upper()
+    if value not in {s.value for s in WorkflowStatus}:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a status; use one of {', '.join(s.value for s in WorkflowStatus)}"
+        )
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def _error_text(error: BaseException | None) -> str | None:
+    return None if error is None else f"{type(error).__name__}: {error}"
+
+
+def _info_dict(info: WorkflowInfo) -> dict[str, object]:
+    return {
+        "workflow_id": info.workflow_id,
+        "status": info.status.value,
+        "name": info.name,
+        "inputs": info.inputs,
+        "output": info.output,
+        "error": _error_text(info.error),
+        "created_at": info.created_at.isoformat(),
+        "updated_at": info.updated_at.isoformat(),
+        "app_version": info.app_version,
+        "executor_id": info.executor_id,
+        "recovery_attempts": info.recovery_attempts,
+        "queue_name": info.queue_name,
+        "parent_workflow_id": info.parent_workflow_id,
+    }
+
+
+def _step_dict(step: StepInfo) -> dict[str, object]:
+    return {
+        "function_id": step.function_id,
+        "name": step.name,
+        "output": step.output,
+        "error": _error_text(step.error),
+        "child_workflow_id": step.child_workflow_id,
+        "started_at": step.started_at.isoformat(),
+        "completed_at": step.completed_at.isoformat(),
+    }
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(orjson.dumps(value, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _clip(value: object, width: int) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    for line in [headers, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def _list(rt: Runtime, args: argparse.Namespace) -> int:
+    infos = await rt.list_workflows(
+        status=args.status or None,
+        name=args.name,
+        workflow_id_prefix=args.prefix,
+        app_version=args.app_version,
+        executor_id=args.executor,
+        queue_name=args.queue,
+        start_time=args.start_time,
+        end_time=args.end_time,
+        limit=args.limit,
+        offset=args.offset,
+        sort_desc=not args.oldest_first,
+        load_input=args.json,
+        load_output=args.json,
+    )
+    if args.json:
+        _print_json([_info_dict(i) for i in infos])
+        return 0
+    _table(
+        ["WORKFLOW ID", "STATUS", "NAME", "VERSION", "EXECUTOR", "QUEUE", "CREATED (UTC)"],
+        [
+            [
+                i.workflow_id,
+                i.status.value,
+                _clip(i.name, 40),
+                i.app_version[:12],
+                i.executor_id,
+                i.queue_name or "",
+                _when(i.created_at),
+            ]
+            for i in infos
+        ],
+    )
+    return 0
+
+
+async def _get(rt: Runtime, args: argparse.Namespace) -> int:
+    info = await rt.get_workflow_status(args.workflow_id)
+    data = _info_dict(info)
+    if args.json:
+        _print_json(data)
+        return 0
+    for key, value in data.items():
+        print(f"{key + ':':<20} {_clip(value, 200) if value is not None else ''}")
+    return 0
+
+
+async def _steps(rt: Runtime, args: argparse.Namespace) -> int:
+    steps = await rt.list_steps(args.workflow_id)
+    if args.json:
+        _print_json([_step_dict(s) for s in steps])
+        return 0
+    _table(
+        ["ID", "NAME", "OUTCOME", "CHILD", "MS"],
+        [
+            [
+                str(s.function_id),
+                _clip(s.name, 40),
+                _clip(_error_text(s.error) or s.output, 60),
+                s.child_workflow_id or "",
+                f"{(s.completed_at - s.started_at).total_seconds() * 1000:.0f}",
+            ]
+            for s in steps
+        ],
+    )
+    return 0
+
+
+async def _cancel(rt: Runtime, args: argparse.Namespace) -> int:
+    await rt.cancel_workflow(args.workflow_id)
+    return await _report(rt, args.workflow_id, args.json)
+
+
+async def _resume(rt: Runtime, args: argparse.Namespace) -> int:
+    await rt.resume_workflow(args.workflow_id)
+    return await _report(rt, args.workflow_id, args.json)
+
+
+async def _restart(rt: Runtime, args: argparse.Namespace) -> int:
+    handle = await rt.restart_workflow(args.workflow_id)
+    return await _report(rt, handle.workflow_id, args.json)
+
+
+async def _fork(rt: Runtime, args: argparse.Namespace) -> int:
+    handle = await rt.fork_workflow(
+        args.workflow_id,
+        args.step,
+        new_workflow_id=args.new_id,
+        app_version=args.app_version,
+    )
+    return await _report(rt, handle.workflow_id, args.json)
+
+
+async def _recover(rt: Runtime, args: argparse.Namespace) -> int:
+    released = await rt.recover(args.executor)
+    if args.json:
+        _print_json(released)
+    else:
+        print(f"handed {len(released)} workflow(s) of executor {args.executor!r} to live runtimes")
+    return 0
+
+
+async def _report(rt: Runtime, workflow_id: str, as_json: bool) -> int:
+    info = await rt.get_workflow_status(workflow_id)
+    if as_json:
+        _print_json(_info_dict(info))
+    else:
+        print(f"{info.workflow_id}  {info.status.value}")
+    return 0
+
+
+def add_workflow_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``workflow`` command group."""
+    group = commands.add_parser("workflow", help="list, inspect and steer workflows")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def command(name: str, handler: _Command, help_text: str) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument(
+            "--database-url",
+            default=None,
+            help="PostgreSQL URL (default: AIODURABLE_DATABASE_URL, else the embedded server)",
+        )
+        parser.add_argument("--schema", default="aiodurable", help="aiodurable's schema")
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+        parser.set_defaults(command=_opened(handler))
+        return parser
+
+    listing = command("list", _list, "list workflows, newest first")
+    listing.add_argument("--status", type=_status, action="append", help="repeatable")
+    listing.add_argument("--name")
+    listing.add_argument("--prefix", help="workflow ID prefix")
+    listing.add_argument("--app-version")
+    listing.add_argument("--executor")
+    listing.add_argument("--queue")
+    listing.add_argument("--start-time", type=_time, help="created at or after (ISO 8601)")
+    listing.add_argument("--end-time", type=_time, help="created at or before (ISO 8601)")
+    listing.add_argument("--limit", type=_count, default=50)
+    listing.add_argument("--offset", type=_count, default=0)
+    listing.add_argument("--oldest-first", action="store_true")
+    for name, handler, help_text in [
+        ("get", _get, "show one workflow"),
+        ("steps", _steps, "show a workflow's journal"),
+        ("cancel", _cancel, "cancel a workflow"),
+        ("resume", _resume, "resume a cancelled workflow from its last completed step"),
+        ("restart", _restart, "run a workflow again under a new ID"),
+    ]:
+        command(name, handler, help_text).add_argument("workflow_id")
+    fork = command("fork", _fork, "start a new workflow reusing the journal below a step")
+    fork.add_argument("workflow_id")
+    fork.add_argument("--step", type=_count, required=True, help="the function ID to rerun from")
+    fork.add_argument("--new-id", default=None, help="the new workflow's ID (default: a UUID)")
+    fork.add_argument("--app-version", default=None, help="the version to run the fork on")
+    recover = command("recover", _recover, "hand a gone executor's workflows to live runtimes")
+    recover.add_argument("--executor", required=True)
+
+
+def _opened(handler: _Command) -> Callable[[argparse.Namespace], Awaitable[int]]:
+    async def run(args: argparse.Namespace) -> int:
+        url = args.database_url or os.environ.get("AIODURABLE_DATABASE_URL") or None
+        runtime = Runtime(url, schema=args.schema, recover=False, app_version="cli")
+        async with runtime as rt:
+            return await handler(rt, args)
+
+    return run

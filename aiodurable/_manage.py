@@ -1,0 +1,220 @@
+"""Managing workflows: list, steps, cancel, resume, restart, fork, recover another executor.
+
+Each operation is a function of the runtime; :class:`Runtime` exposes them as methods and the
+package as module-level functions. Operations that need a workflow's function (resume, restart,
+fork) run it on this runtime when it has the function registered; otherwise (the command line,
+say) they leave it PENDING with no executor, and any live runtime that has the function and a
+matching application version takes it at once (it is told by a notification).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import DurableError
+from ._handle import WorkflowHandle
+from ._models import StepInfo, WorkflowInfo, WorkflowStatus
+from ._serde import return_hint
+from ._store import NewWorkflow, WorkflowQuery
+from ._workflow import check_id, lookup
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = [
+    "cancel_workflow",
+    "fork_workflow",
+    "list_steps",
+    "list_workflows",
+    "recover_executor",
+    "restart_workflow",
+    "resume_workflow",
+]
+
+StatusFilter = str | WorkflowStatus | Sequence[str | WorkflowStatus] | None
+TimeFilter = datetime | float | None
+
+
+def _statuses(status: StatusFilter) -> tuple[str, ...]:
+    if status is None:
+        return ()
+    values = [status] if isinstance(status, str) else list(status)
+    known = {s.value for s in WorkflowStatus}
+    result: list[str] = []
+    for value in values:
+        text = str(value).upper()
+        if text not in known:
+            raise ValueError(f"unknown workflow status {value!r}; use one of {sorted(known)}")
+        result.append(text)
+    return tuple(result)
+
+
+def _seconds(name: str, value: TimeFilter) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{name} must be an aware datetime (with a tzinfo), not {value!r}")
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a datetime or a POSIX timestamp, not {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, not {value!r}")
+    return value
+
+
+async def list_workflows(
+    rt: Runtime,
+    *,
+    status: StatusFilter = None,
+    name: str | None = None,
+    workflow_id_prefix: str | None = None,
+    app_version: str | None = None,
+    executor_id: str | None = None,
+    queue_name: str | None = None,
+    start_time: TimeFilter = None,
+    end_time: TimeFilter = None,
+    limit: int | None = None,
+    offset: int | None = None,
+    sort_desc: bool = False,
+    load_input: bool = False,
+    load_output: bool = False,
+) -> list[WorkflowInfo]:
+    """Workflows matching every filter given, oldest first (``sort_desc``: newest first).
+
+    ``status`` takes one status or several; times filter on creation and take aware datetimes or
+    POSIX timestamps. Inputs and outputs are decoded only with ``load_input``/``load_output``.
+    """
+    query = WorkflowQuery(
+        statuses=_statuses(status),
+        name=name,
+        workflow_id_prefix=workflow_id_prefix,
+        app_version=app_version,
+        executor_id=executor_id,
+        queue_name=queue_name,
+        start_time=_seconds("start_time", start_time),
+        end_time=_seconds("end_time", end_time),
+        limit=_count("limit", limit),
+        offset=_count("offset", offset),
+        sort_desc=sort_desc,
+        load_input=load_input,
+        load_output=load_output,
+    )
+    rows = await rt.store.list_workflows(query)
+    return [rt.info(row, load_data=load_input or load_output) for row in rows]
+
+
+async def list_steps(rt: Runtime, workflow_id: str) -> list[StepInfo]:
+    """The journal of a workflow in function-ID order; :class:`WorkflowNotFound` if unknown."""
+    await rt.store.require_workflow(workflow_id)
+    journal = await rt.store.load_journal(workflow_id)
+    return [rt.step_info(workflow_id, entry) for entry in journal.values()]
+
+
+async def cancel_workflow(rt: Runtime, workflow_id: str) -> None:
+    """Cancel a PENDING or ENQUEUED workflow: it stops at its next checkpoint (at once if it is
+    waiting in recv, sleep or get_event), is never recovered, and its waiters get
+    :class:`WorkflowCancelled`. A finished workflow is left as it is."""
+    await rt.store.require_workflow(workflow_id)
+    await rt.store.set_status(
+        workflow_id, "CANCELLED", only_from=["PENDING", "ENQUEUED"], now=rt.clock.now()
+    )
+    rt.cancel_local(workflow_id)
+
+
+async def resume_workflow(rt: Runtime, workflow_id: str) -> WorkflowHandle[Any]:
+    """Continue a CANCELLED or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow from its last completed
+    step, on the current application version (an ENQUEUED one starts at once, bypassing its
+    queue). A SUCCESS, ERROR or PENDING workflow is left as it is. Returns its handle."""
+    row = await rt.store.require_workflow(workflow_id)
+    wdef = lookup(row.name)
+    if wdef is not None:
+        resumed = await rt.store.resume(workflow_id, rt.executor_id, rt.app_version, rt.clock.now())
+        if resumed is not None:
+            await rt.relaunch(resumed)
+    else:
+        await rt.store.resume(workflow_id, "", "", rt.clock.now())
+    return rt.handle(workflow_id, row.name)
+
+
+async def restart_workflow(rt: Runtime, workflow_id: str) -> WorkflowHandle[Any]:
+    """Start the workflow again from the beginning under a new ID, with the same inputs."""
+    return await fork_workflow(rt, workflow_id, 1)
+
+
+async def fork_workflow(
+    rt: Runtime,
+    workflow_id: str,
+    start_step: int,
+    *,
+    new_workflow_id: str | None = None,
+    app_version: str | None = None,
+) -> WorkflowHandle[Any]:
+    """Start a new workflow with the same inputs that reuses the journal entries of
+    ``workflow_id`` whose function ID is below ``start_step`` and runs the rest again.
+
+    ``start_step`` may be at most one past the last recorded function ID (0 or 1: nothing is
+    reused, a restart). The fork runs on ``app_version`` (default: the current one).
+    """
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+        raise ValueError(
+            f"start_step must be a function ID >= 0 (function IDs count from 1), not {start_step!r}"
+        )
+    row = await rt.store.require_workflow(workflow_id)
+    last = await rt.store.last_function_id(workflow_id)
+    if start_step > last + 1:
+        raise ValueError(
+            f"start_step {start_step} is past the journal of {workflow_id!r}, whose last function"
+            f" ID is {last}; use at most {last + 1}"
+        )
+    new_id = (
+        str(uuid.uuid4()) if new_workflow_id is None else check_id("workflow ID", new_workflow_id)
+    )
+    wdef = lookup(row.name)
+    version = app_version or (rt.app_version if wdef is not None else "")
+    runs_here = wdef is not None and version == rt.app_version
+    new = NewWorkflow(
+        workflow_id=new_id,
+        name=row.name,
+        format=row.format,
+        inputs=row.inputs or b"",
+        created_at=rt.clock.now(),
+        app_version=version,
+        executor_id=rt.executor_id if runs_here else "",
+    )
+    await rt.store.fork(workflow_id, new, start_step)
+    if runs_here:
+        forked = await rt.store.require_workflow(new_id)
+        await rt.relaunch(forked)
+    return rt.handle(new_id, row.name)
+
+
+async def recover_executor(rt: Runtime, executor_id: str) -> list[str]:
+    """Hand the PENDING workflows of another executor, which must be gone, to the live runtimes
+    of their application version (this one included); return their IDs."""
+    check_id("executor ID", executor_id)
+    if executor_id == rt.executor_id:
+        return await rt.recover()
+    if await rt.store.executor_alive(executor_id):
+        raise DurableError(
+            f"executor {executor_id!r} is still alive (a runtime holds its lock); stop that"
+            " process first, or let it recover its own workflows"
+        )
+    released = await rt.store.release_executor(executor_id, rt.clock.now())
+    rt.wake_claimer()
+    return released
+
+
+def hint_of(name: str) -> object:
+    """The return annotation of the workflow registered as ``name``, if any."""
+    wdef = lookup(name)
+    return None if wdef is None else return_hint(wdef.fn)

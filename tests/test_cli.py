@@ -1,0 +1,132 @@
+"""The ``aiodurable workflow`` command line, driven in a subprocess as a user would."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import aiodurable
+from aiodurable import WorkflowStatus
+
+from .conftest import RuntimeFactory
+from .proc import Child
+from .test_manage import arrived, release, runs, three_steps
+
+pytestmark = pytest.mark.anyio
+
+
+class Cli:
+    """Runs ``aiodurable workflow ...`` against the test's database and schema."""
+
+    def __init__(self, database_url: str, schema: str) -> None:
+        self.env = {"AIODURABLE_DATABASE_URL": database_url}
+        self.schema = schema
+
+    async def __call__(self, *args: str) -> tuple[int, str]:
+        action, *rest = args
+        child = Child(
+            "-m aiodurable._cli", "workflow", action, "--schema", self.schema, *rest, env=self.env
+        )
+        code = await child.wait()
+        return code, "\n".join(child.lines)
+
+    async def json(self, *args: str) -> object:
+        code, out = await self(*args, "--json")
+        assert code == 0, out
+        return json.loads(out)
+
+
+@pytest.fixture
+def cli(database_url: str, schema: str) -> Cli:
+    """The command line on this test's schema."""
+    return Cli(database_url, schema)
+
+
+async def test_list_get_and_steps(runtime: RuntimeFactory, cli: Cli) -> None:
+    """list shows workflows with their version; get and steps show one; --json parses back."""
+    async with runtime() as rt:
+        with aiodurable.set_workflow_id("cli-1"):
+            handle = await rt.start_workflow(three_steps, "x")
+        release("cli-1")
+        await handle.get_result()
+        code, table = await cli("list")
+        assert code == 0
+        assert "cli-1" in table and "SUCCESS" in table and "test-version"[:12] in table
+        listed = await cli.json("list", "--status", "success")
+        assert isinstance(listed, list)
+        assert [(w["workflow_id"], w["status"], w["output"]) for w in listed] == [
+            ("cli-1", "SUCCESS", "X-1/passed/X-3")
+        ]
+        assert await cli.json("list", "--status", "PENDING") == []
+        got = await cli.json("get", "cli-1")
+        assert isinstance(got, dict)
+        assert got["inputs"] == {"args": ["x"], "kwargs": {}}
+        assert got["app_version"] == "test-version"
+        steps = await cli.json("steps", "cli-1")
+        assert isinstance(steps, list)
+        assert [(s["function_id"], s["name"], s["output"]) for s in steps] == [
+            (1, "work", "X-1"),
+            (2, "gate", "passed"),
+            (3, "work", "X-3"),
+        ]
+        code, table = await cli("steps", "cli-1")
+        assert code == 0 and "passed" in table
+
+
+async def test_cancel_resume_restart_fork(runtime: RuntimeFactory, cli: Cli) -> None:
+    """cancel stops a running workflow; resume, restart and fork from the command line are
+    carried out by the live runtime that has the workflow's code."""
+    async with runtime() as rt:
+        with aiodurable.set_workflow_id("cli-2"):
+            handle = await rt.start_workflow(three_steps, "y")
+        await arrived("cli-2")
+        cancelled = await cli.json("cancel", "cli-2")
+        assert isinstance(cancelled, dict) and cancelled["status"] == "CANCELLED"
+        release("cli-2")
+        await rt.wait_stopped("cli-2")
+        assert runs[("cli-2", "y-3")] == 0
+
+        code, out = await cli("resume", "cli-2")
+        assert code == 0 and "cli-2" in out
+        assert await (await rt.retrieve_workflow("cli-2")).get_result() == "Y-1/passed/Y-3"
+        assert runs[("cli-2", "y-3")] == 1
+
+        restarted = await cli.json("restart", "cli-2")
+        assert isinstance(restarted, dict)
+        new_id = restarted["workflow_id"]
+        assert new_id != "cli-2"
+        release(new_id)
+        assert await (await rt.retrieve_workflow(new_id)).get_result() == "Y-1/passed/Y-3"
+        assert runs[(new_id, "y-1")] == 1
+
+        forked = await cli.json("fork", "cli-2", "--step", "3", "--new-id", "cli-fork")
+        assert isinstance(forked, dict) and forked["workflow_id"] == "cli-fork"
+        assert await (await rt.retrieve_workflow("cli-fork")).get_result() == "Y-1/passed/Y-3"
+        assert (runs[("cli-fork", "y-1")], runs[("cli-fork", "y-3")]) == (0, 1)
+        info = await rt.get_workflow_status("cli-fork")
+        assert info.status is WorkflowStatus.SUCCESS
+        assert info.app_version == "test-version"  # taken by the live runtime's version
+        assert handle.workflow_id == "cli-2"
+
+
+async def test_bad_input_exit_codes(runtime: RuntimeFactory, cli: Cli) -> None:
+    """Unknown IDs exit 1 with a message; bad steps and malformed filters are usage errors."""
+    async with runtime() as rt:
+        with aiodurable.set_workflow_id("cli-3"):
+            await rt.start_workflow(three_steps, "z")
+        release("cli-3")
+        await (await rt.retrieve_workflow("cli-3")).get_result()
+    code, _ = await cli("get", "no-such-workflow")
+    assert code == 1
+    for args in (
+        ("fork", "cli-3", "--step", "-1"),
+        ("fork", "cli-3", "--step", "9"),
+        ("list", "--status", "bogus"),
+        ("list", "--start-time", "yesterday"),
+        ("list", "--limit", "many"),
+    ):
+        code, _ = await cli(*args)
+        assert code == 2, args
+    code, _ = await cli("cancel", "no-such-workflow")
+    assert code == 1
