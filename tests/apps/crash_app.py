@@ -58,7 +58,7 @@ async def two_steps() -> str:
 @step()
 async def numbered(workflow_id: str, index: int) -> str:
     token = uuid.uuid4().hex
-    await asyncio.sleep(random.uniform(0.002, 0.02))
+    await asyncio.sleep(random.uniform(0.03, 0.07))
     log(f"{workflow_id} {index} {token}")
     return token
 
