@@ -100,11 +100,21 @@ class WorkflowCancelled(DurableError):
 class MaxRetriesExceeded(DurableError):
     """Raised when a step with a retry policy failed on every attempt; ``errors`` holds each one."""
 
-    def __init__(self, step_name: str, errors: list[BaseException]) -> None:
-        detail = "; ".join(f"attempt {i}: {type(e).__name__}: {e}" for i, e in enumerate(errors, 1))
-        super().__init__(f"step {step_name!r} failed {len(errors)} times ({detail})")
+    def __init__(
+        self, step_name: str, errors: list[BaseException], message: str | None = None
+    ) -> None:
+        if message is None:
+            detail = "; ".join(
+                f"attempt {i}: {type(e).__name__}: {e}" for i, e in enumerate(errors, 1)
+            )
+            message = f"step {step_name!r} failed {len(errors)} times ({detail})"
+        super().__init__(message)
         self.step_name = step_name
         self.errors = errors
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from the journal with its message, without the original exception objects.
+        return (type(self), (self.step_name, [], str(self)))
 
 
 class DuplicateWorkflowError(DurableError):

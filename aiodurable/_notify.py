@@ -90,7 +90,7 @@ class Notifier:
         self._lost = asyncio.Event()
         self._closed = False
         self._registered = asyncio.Event()
-        self.connected = asyncio.Event()
+        self.connected: asyncio.Event = asyncio.Event()
 
     @property
     def waiting(self) -> int:

@@ -199,7 +199,7 @@ class Runtime:
     ) -> None:
         self._database_url = database_url or os.environ.get("AIODURABLE_DATABASE_URL") or None
         self._app_version = app_version or os.environ.get("AIODURABLE_APP_VERSION") or None
-        self.executor_id = (
+        self.executor_id: str = (
             executor_id or os.environ.get("AIODURABLE_EXECUTOR_ID") or default_executor_id()
         )
         check_id("executor ID", self.executor_id)

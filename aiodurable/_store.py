@@ -193,7 +193,7 @@ class Store:
     def __init__(self, pool: asyncpg.Pool, schema: str, *, retry_for: float = 30.0) -> None:
         self.pool = pool
         self.schema = schema
-        self.channel = f"{schema}_signal"
+        self.channel: str = f"{schema}_signal"
         self._retry_for = retry_for
         s = schema
         notify = f"pg_notify('{self.channel}', json_build_array('w', workflow_id, status)::text)"
