@@ -36,6 +36,7 @@ from ._exceptions import (
 )
 from ._handle import WorkflowHandle
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus
+from ._queue import EnqueueOptions, Queue, RateLimit
 from ._retry import NonRetryable, Retry
 from ._runtime import Runtime
 from ._serde import JsonSerializer, PickleSerializer, Serializer
@@ -51,12 +52,15 @@ __all__ = [
     "DuplicateWorkflowError",
     "DurableError",
     "EmbeddedPostgresError",
+    "EnqueueOptions",
     "JsonSerializer",
     "MaxRetriesExceeded",
     "NoRuntimeError",
     "NonDeterminismError",
     "NonRetryable",
     "PickleSerializer",
+    "Queue",
+    "RateLimit",
     "Retry",
     "Runtime",
     "SchemaError",

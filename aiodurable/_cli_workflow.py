@@ -123,11 +123,17 @@ async def _list(rt: Runtime, args: argparse.Namespace) -> int:
         load_input=args.json,
         load_output=args.json,
     )
+    positions: dict[str, int] = {}
+    for queue in {i.queue_name for i in infos if i.status is WorkflowStatus.ENQUEUED}:
+        assert queue is not None
+        positions.update(await rt.store.queue_positions(queue))
     if args.json:
-        _print_json([_info_dict(i) for i in infos])
+        _print_json(
+            [{**_info_dict(i), "queue_position": positions.get(i.workflow_id)} for i in infos]
+        )
         return 0
     _table(
-        ["WORKFLOW ID", "STATUS", "NAME", "VERSION", "EXECUTOR", "QUEUE", "CREATED (UTC)"],
+        ["WORKFLOW ID", "STATUS", "NAME", "VERSION", "EXECUTOR", "QUEUE", "POS", "CREATED (UTC)"],
         [
             [
                 i.workflow_id,
@@ -136,6 +142,7 @@ async def _list(rt: Runtime, args: argparse.Namespace) -> int:
                 i.app_version[:12],
                 i.executor_id,
                 i.queue_name or "",
+                str(positions.get(i.workflow_id, "")),
                 _when(i.created_at),
             ]
             for i in infos

@@ -45,6 +45,7 @@ from ._handle import Outcome, WorkflowHandle
 from ._manage import StatusFilter, TimeFilter
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus, from_timestamp
 from ._notify import Notifier
+from ._queue import registered_queues
 from ._serde import (
     JsonSerializer,
     Serializer,
@@ -56,7 +57,7 @@ from ._serde import (
     encode_inputs,
     return_hint,
 )
-from ._store import APPLICATION_NAME, NewWorkflow, StepRow, Store, WorkflowRow
+from ._store import APPLICATION_NAME, DequeueRequest, NewWorkflow, StepRow, Store, WorkflowRow
 from ._tracing import workflow_span
 from ._workflow import (
     WorkflowDef,
@@ -75,6 +76,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _RECOVERY_BATCH = 500
+_DISPATCH_BATCH = 100
 
 
 class _State(enum.Enum):
@@ -220,6 +222,7 @@ class Runtime:
         self._holds_executor = False
         self._recovered: list[str] = []
         self._claim_wanted = asyncio.Event()
+        self._dispatch_wanted = asyncio.Event()
         self._token: Any = None
         self._store: Store | None = None
         self._app_store: Store | None = None
@@ -369,6 +372,8 @@ class Runtime:
             self.spawn(self._maintain(), name="aiodurable maintenance")
             self.spawn(self._claim_loop(), name="aiodurable claimer")
             self.wake_claimer()
+            self.spawn(self._dispatch_loop(), name="aiodurable dispatcher")
+            self.wake_dispatcher()
 
     async def close(self) -> None:
         """Stop every workflow where it stands (it resumes at the next start) and disconnect."""
@@ -450,6 +455,8 @@ class Runtime:
             self.cancel_local(key[1])
         elif key[0] == "x" and self._recover_on_open:
             self.wake_claimer()
+        elif key[0] == "q":
+            self.wake_dispatcher()
 
     # -- starting and running workflows ------------------------------------------------------
 
@@ -889,6 +896,44 @@ class Runtime:
                     break
                 for wid in await self._launch_rows(rows):
                     logger.info("took over workflow %s", wid)
+
+    def wake_dispatcher(self) -> None:
+        """Look at the queues now (a workflow was enqueued, or one finished)."""
+        self._dispatch_wanted.set()
+
+    async def _dispatch_loop(self) -> None:
+        """Start queued workflows as the queues' limits allow; woken by notifications, by rate
+        limit windows reopening, and now and then as a safety net."""
+        retry_at: dict[str, float] = {}
+        while True:
+            now = self.clock.now()
+            deadline = min([now + self._notify_fallback, *retry_at.values()])
+            await self.clock.wait(self._dispatch_wanted, deadline)
+            self._dispatch_wanted.clear()
+            retry_at.clear()
+            names = tuple(registered_names())
+            for queue in registered_queues():
+                limiter = queue.limiter
+                result = await self.store.dequeue(
+                    DequeueRequest(
+                        queue_name=queue.name,
+                        executor_id=self.executor_id,
+                        app_version=self.app_version,
+                        names=names,
+                        now=self.clock.now(),
+                        batch=_DISPATCH_BATCH,
+                        concurrency=queue.concurrency,
+                        worker_concurrency=queue.worker_concurrency,
+                        rate_limit=None if limiter is None else (limiter.limit, limiter.period),
+                        priority_enabled=queue.priority_enabled,
+                    )
+                )
+                if result.rows:
+                    await self._launch_rows(result.rows)
+                    if len(result.rows) == _DISPATCH_BATCH:
+                        self.wake_dispatcher()  # there may be more
+                if result.retry_at is not None:
+                    retry_at[queue.name] = result.retry_at
 
     async def relaunch(self, row: WorkflowRow) -> None:
         """Run a workflow that was made PENDING on this executor again (resume, fork), once

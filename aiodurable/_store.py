@@ -88,6 +88,8 @@ class NewWorkflow:
     deadline_at: float | None = None
     status: str = "PENDING"
     queue_name: str | None = None
+    priority: int = 0
+    deduplication_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,8 @@ class WorkflowRow:
     queue_name: str | None
     parent_workflow_id: str | None
     deadline_at: float | None
+    priority: int = 0
+    deduplication_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,30 @@ class WorkflowQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class DequeueRequest:
+    """What a dispatcher asks of :meth:`Store.dequeue`."""
+
+    queue_name: str
+    executor_id: str
+    app_version: str
+    names: tuple[str, ...]
+    now: float
+    batch: int
+    concurrency: int | None
+    worker_concurrency: int | None
+    rate_limit: tuple[int, float] | None
+    priority_enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Dequeued:
+    """The workflows a dispatcher started, and when a rate limit lets it try again."""
+
+    rows: list[WorkflowRow]
+    retry_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class StepRow:
     """One journal entry: the recorded outcome of the call at ``function_id``."""
 
@@ -146,7 +174,8 @@ class StepRow:
 
 _WF_COLUMNS = (
     "workflow_id, status, name, format, inputs, output, error, created_at, updated_at, "
-    "app_version, executor_id, recovery_attempts, queue_name, parent_workflow_id, deadline_at"
+    "app_version, executor_id, recovery_attempts, queue_name, parent_workflow_id, deadline_at,"
+    " priority, deduplication_id"
 )
 _STEP_COLUMNS = (
     "function_id, name, format, output, error, child_workflow_id, started_at, completed_at"
@@ -171,6 +200,8 @@ def _workflow(r: asyncpg.Record) -> WorkflowRow:
         queue_name=r["queue_name"],
         parent_workflow_id=r["parent_workflow_id"],
         deadline_at=None if deadline is None else deadline / 1000,
+        priority=r["priority"],
+        deduplication_id=r["deduplication_id"],
     )
 
 
@@ -218,10 +249,13 @@ class Store:
         self._sql_get_step = (
             f"SELECT {_STEP_COLUMNS} FROM {s}.steps WHERE workflow_id = $1 AND function_id = $2"
         )
+        # A queued workflow's end frees a slot of its queue: say so too.
         self._sql_finish = (
             f"WITH done AS (UPDATE {s}.workflows SET status = $2, format = $3, output = $4,"
             " error = $5, updated_at = $6 WHERE workflow_id = $1 AND status = 'PENDING'"
-            f" RETURNING workflow_id, status) SELECT {notify} FROM done"
+            f" RETURNING workflow_id, status, queue_name) SELECT {notify},"
+            f" CASE WHEN queue_name IS NOT NULL THEN pg_notify('{self.channel}',"
+            " json_build_array('q', queue_name)::text) END FROM done"
         )
         self._sql_pending = (
             f"SELECT workflow_id, name FROM {s}.workflows WHERE status = 'PENDING'"
@@ -760,3 +794,118 @@ class Store:
             return not free
 
         return await self._run(op)
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def enqueue(self, w: NewWorkflow) -> bool:
+        """Record an ENQUEUED workflow and wake the queue's dispatchers; False if its workflow ID
+        is taken. :class:`DuplicateWorkflowError` if its deduplication ID is queued or running."""
+        s = self.schema
+        sql = (
+            f"WITH ins AS (INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs,"
+            " created_at, updated_at, app_version, executor_id, parent_workflow_id, deadline_at,"
+            " queue_name, priority, deduplication_id)"
+            " VALUES ($1, 'ENQUEUED', $2, $3, $4, $5, $5, $6, '', $7, $8, $9, $10, $11)"
+            " ON CONFLICT (workflow_id) DO NOTHING RETURNING queue_name)"
+            f" SELECT pg_notify('{self.channel}', json_build_array('q', queue_name)::text) FROM ins"
+        )
+        args = (
+            w.workflow_id,
+            w.name,
+            w.format,
+            w.inputs,
+            ms(w.created_at),
+            w.app_version,
+            w.parent_workflow_id,
+            None if w.deadline_at is None else ms(w.deadline_at),
+            w.queue_name,
+            w.priority,
+            w.deduplication_id,
+        )
+        try:
+            return bool(await self._run(lambda c: c.fetch(sql, *args)))
+        except asyncpg.UniqueViolationError:
+            raise DuplicateWorkflowError(
+                f"deduplication ID {w.deduplication_id!r} is already queued or running on queue"
+                f" {w.queue_name!r}; wait for that workflow, or pass on_duplicate='return' to get"
+                " its handle"
+            ) from None
+
+    async def deduplicated(self, queue_name: str, deduplication_id: str) -> str | None:
+        """The ID of the queued or running workflow holding a deduplication ID."""
+        sql = (
+            f"SELECT workflow_id FROM {self.schema}.workflows WHERE queue_name = $1"
+            " AND deduplication_id = $2 AND status IN ('ENQUEUED', 'PENDING')"
+        )
+        value = await self._run(lambda c: c.fetchval(sql, queue_name, deduplication_id))
+        return None if value is None else str(value)
+
+    async def dequeue(self, request: DequeueRequest) -> Dequeued:
+        """Start as many ENQUEUED workflows of a queue as its limits allow, for ``executor_id``.
+
+        One transaction under a per-queue advisory lock, so the global concurrency and the rate
+        limit hold across every process sharing the database."""
+        s = self.schema
+        q = request
+
+        async def op(c: Conn) -> Dequeued:
+            async with c.transaction():
+                await c.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
+                    s,
+                    "queue:" + q.queue_name,
+                )
+                free = q.batch
+                running = await c.fetchrow(
+                    f"SELECT count(*) AS everywhere, count(*) FILTER (WHERE executor_id = $2)"
+                    f" AS here FROM {s}.workflows WHERE queue_name = $1 AND status = 'PENDING'",
+                    q.queue_name,
+                    q.executor_id,
+                )
+                assert running is not None
+                if q.concurrency is not None:
+                    free = min(free, q.concurrency - running["everywhere"])
+                if q.worker_concurrency is not None:
+                    free = min(free, q.worker_concurrency - running["here"])
+                retry_at: float | None = None
+                if q.rate_limit is not None:
+                    limit, period = q.rate_limit
+                    window = await c.fetch(
+                        f"SELECT started_at FROM {s}.workflows WHERE queue_name = $1"
+                        " AND started_at > $2 ORDER BY started_at DESC LIMIT $3",
+                        q.queue_name,
+                        ms(q.now - period),
+                        limit,
+                    )
+                    free = min(free, limit - len(window))
+                    if len(window) >= limit:
+                        retry_at = window[-1]["started_at"] / 1000 + period
+                if free <= 0:
+                    return Dequeued([], retry_at)
+                order = "priority, created_at" if q.priority_enabled else "created_at"
+                rows = await c.fetch(
+                    f"UPDATE {s}.workflows SET status = 'PENDING', executor_id = $2,"
+                    " app_version = $3, started_at = $4, updated_at = $4"
+                    f" WHERE workflow_id IN (SELECT workflow_id FROM {s}.workflows"
+                    " WHERE queue_name = $1 AND status = 'ENQUEUED' AND name = ANY($5)"
+                    f" AND app_version IN ('', $3) ORDER BY {order} LIMIT $6"
+                    f" FOR UPDATE SKIP LOCKED) RETURNING {_WF_COLUMNS}",
+                    q.queue_name,
+                    q.executor_id,
+                    q.app_version,
+                    ms(q.now),
+                    list(q.names),
+                    free,
+                )
+                return Dequeued([_workflow(r) for r in rows], retry_at)
+
+        return await self._run(op)
+
+    async def queue_positions(self, queue_name: str) -> dict[str, int]:
+        """The position (1 = next) of each ENQUEUED workflow of a queue, in dispatch order."""
+        sql = (
+            f"SELECT workflow_id FROM {self.schema}.workflows WHERE queue_name = $1"
+            " AND status = 'ENQUEUED' ORDER BY priority, created_at"
+        )
+        rows = await self._run(lambda c: c.fetch(sql, queue_name))
+        return {r["workflow_id"]: i for i, r in enumerate(rows, 1)}

@@ -1,0 +1,268 @@
+"""Queues: run workflows in the background within limits that hold across processes.
+
+``q.enqueue(fn, *args)`` records the workflow as ENQUEUED and notifies; every open runtime with
+the function registered dispatches the queue (``_runtime``), claiming queued workflows in one
+transaction under a per-queue advisory lock, so the global ``concurrency`` and the rate limit
+hold across every process sharing the database, while ``worker_concurrency`` bounds each process.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+
+from ._context import (
+    WorkflowContext,
+    current_workflow,
+    in_step,
+    take_assigned_id,
+    workflow_timeout,
+)
+from ._exceptions import DuplicateWorkflowError
+from ._handle import WorkflowHandle
+from ._serde import encode_inputs, return_hint
+from ._store import NewWorkflow, StepRow
+from ._workflow import WorkflowDef, check_id, definition_of
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["EnqueueOptions", "Queue", "RateLimit", "registered_queues"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+OnDuplicate = Literal["raise", "return"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``limit`` workflows leave the queue in any ``period`` seconds."""
+
+    limit: int
+    period: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise ValueError(f"RateLimit(limit={self.limit!r}) must be an int >= 1")
+        if (
+            isinstance(self.period, bool)
+            or not isinstance(self.period, int | float)
+            or not math.isfinite(self.period)
+            or self.period <= 0
+        ):
+            raise ValueError(f"RateLimit(period={self.period!r}) must be a number of seconds > 0")
+
+
+def _limit(name: str, value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"Queue({name}={value!r}) must be an int >= 1, or None for no limit")
+    return value
+
+
+# Queues declared in this process, by name: filled as modules are imported, like the workflow
+# registry. A name declared again must carry the same settings.
+_queues: dict[str, Queue] = {}
+
+
+def registered_queues() -> list[Queue]:
+    """Every queue declared in this process."""
+    return list(_queues.values())
+
+
+class Queue:
+    """A named queue of workflows with flow control.
+
+    ``concurrency`` bounds the workflows of this queue running at once across all processes;
+    ``worker_concurrency`` bounds them in each process; ``limiter`` is a :class:`RateLimit`;
+    with ``priority_enabled``, lower ``priority`` values leave the queue first (else FIFO).
+    Declaring the same name twice in a process with other settings raises ``ValueError``.
+    """
+
+    __slots__ = ("concurrency", "limiter", "name", "priority_enabled", "worker_concurrency")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        worker_concurrency: int | None = None,
+        limiter: RateLimit | None = None,
+        priority_enabled: bool = False,
+    ) -> None:
+        self.name = check_id("queue name", name)
+        self.concurrency = _limit("concurrency", concurrency)
+        self.worker_concurrency = _limit("worker_concurrency", worker_concurrency)
+        if limiter is not None and not isinstance(limiter, RateLimit):
+            raise TypeError(f"Queue(limiter=) takes an aiodurable.RateLimit, not {limiter!r}")
+        if (
+            concurrency is not None
+            and worker_concurrency is not None
+            and worker_concurrency > concurrency
+        ):
+            raise ValueError(
+                f"Queue({name!r}): worker_concurrency={worker_concurrency} exceeds"
+                f" concurrency={concurrency}"
+            )
+        self.limiter = limiter
+        self.priority_enabled = bool(priority_enabled)
+        existing = _queues.get(name)
+        if existing is not None and existing._settings() != self._settings():
+            raise ValueError(
+                f"queue {name!r} is already declared with other settings"
+                f" ({existing._describe()}); declare each queue once, or use another name"
+            )
+        _queues[name] = self
+
+    def _settings(self) -> tuple[object, ...]:
+        return (self.concurrency, self.worker_concurrency, self.limiter, self.priority_enabled)
+
+    def _describe(self) -> str:
+        return (
+            f"concurrency={self.concurrency}, worker_concurrency={self.worker_concurrency},"
+            f" limiter={self.limiter}, priority_enabled={self.priority_enabled}"
+        )
+
+    def __repr__(self) -> str:
+        return f"aiodurable.Queue({self.name!r}, {self._describe()})"
+
+    def enqueue(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
+        """Record ``fn(*args, **kwargs)`` as ENQUEUED on this queue and return its handle.
+
+        For options, use :meth:`with_options`; for a workflow without parameters of those
+        names, ``workflow_id=``, ``priority=``, ``deduplication_id=`` and ``on_duplicate=``
+        keywords are taken as options too. Inside a workflow it enqueues a child.
+        """
+        wdef = definition_of(fn)
+        params = inspect.signature(wdef.fn).parameters
+        options: dict[str, Any] = {}
+        for option in ("workflow_id", "priority", "deduplication_id", "on_duplicate"):
+            if option in kwargs and option not in params:
+                options[option] = kwargs.pop(option)
+        return self.with_options(**options).enqueue(fn, *args, **kwargs)
+
+    def with_options(
+        self,
+        *,
+        workflow_id: str | None = None,
+        priority: int = 0,
+        deduplication_id: str | None = None,
+        on_duplicate: OnDuplicate = "raise",
+    ) -> EnqueueOptions:
+        """Enqueue options: ``q.with_options(priority=1).enqueue(fn, *args)``.
+
+        ``priority``: lower first (needs ``priority_enabled``). ``deduplication_id``: while a
+        workflow with it is queued or running on this queue, enqueueing another raises
+        :class:`DuplicateWorkflowError` (``on_duplicate="raise"``) or returns the existing
+        workflow's handle (``on_duplicate="return"``).
+        """
+        return EnqueueOptions(self, workflow_id, priority, deduplication_id, on_duplicate)
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueOptions:
+    """A queue with options for the next enqueue; see :meth:`Queue.with_options`."""
+
+    queue: Queue
+    workflow_id: str | None = None
+    priority: int = 0
+    deduplication_id: str | None = None
+    on_duplicate: OnDuplicate = "raise"
+
+    def __post_init__(self) -> None:
+        if self.workflow_id is not None:
+            check_id("workflow ID", self.workflow_id)
+        if self.deduplication_id is not None:
+            check_id("deduplication ID", self.deduplication_id)
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise ValueError(f"priority must be an int, not {self.priority!r}")
+        if self.priority != 0 and not self.queue.priority_enabled:
+            raise ValueError(
+                f"queue {self.queue.name!r} does not order by priority; declare it with"
+                " priority_enabled=True to pass priority="
+            )
+        if self.on_duplicate not in ("raise", "return"):
+            raise ValueError(f"on_duplicate must be 'raise' or 'return', not {self.on_duplicate!r}")
+
+    def enqueue(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
+        """Record ``fn(*args, **kwargs)`` as ENQUEUED with these options; return its handle."""
+        from ._runtime import current_runtime  # (import here: the runtime imports this module)
+
+        wdef = definition_of(fn)
+        rt = current_runtime()
+        assigned = self.workflow_id or take_assigned_id()
+        parent = current_workflow()
+        if parent is not None and not in_step() and parent.runtime is rt:
+            function_id = parent.next_function_id()
+            return self._enqueue_child(rt, parent, function_id, wdef, args, kwargs, assigned)
+        return self._enqueue(rt, wdef, args, kwargs, assigned, None)
+
+    async def _enqueue_child(
+        self,
+        rt: Runtime,
+        parent: WorkflowContext,
+        function_id: int,
+        wdef: WorkflowDef,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        assigned: str | None,
+    ) -> WorkflowHandle[Any]:
+        entry = parent.recorded(function_id, wdef.name)
+        if entry is not None and entry.child_workflow_id is not None:
+            return rt.handle(entry.child_workflow_id, wdef.name)
+        parent.check_cancelled()
+        child_id = assigned or f"{parent.workflow_id}-{function_id}"
+        handle = await self._enqueue(rt, wdef, args, kwargs, child_id, parent.workflow_id)
+        now = rt.clock.now()
+        await rt.checkpoint(
+            parent,
+            StepRow(function_id, wdef.name, "json", None, None, handle.workflow_id, now, now),
+        )
+        return handle
+
+    async def _enqueue(
+        self,
+        rt: Runtime,
+        wdef: WorkflowDef,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        workflow_id: str | None,
+        parent_id: str | None,
+    ) -> WorkflowHandle[Any]:
+        wid = workflow_id or str(uuid.uuid4())
+        inputs = encode_inputs(rt.serializer, wdef.fn, args, kwargs, what=f"workflow {wdef.name!r}")
+        timeout = workflow_timeout()
+        now = rt.clock.now()
+        new = NewWorkflow(
+            workflow_id=wid,
+            name=wdef.name,
+            format=rt.serializer.name,
+            inputs=inputs,
+            created_at=now,
+            app_version=rt.app_version,
+            executor_id="",
+            parent_workflow_id=parent_id,
+            deadline_at=None if timeout is None else now + timeout,
+            status="ENQUEUED",
+            queue_name=self.queue.name,
+            priority=self.priority,
+            deduplication_id=self.deduplication_id,
+        )
+        try:
+            await rt.store.enqueue(new)
+        except DuplicateWorkflowError:
+            if self.on_duplicate == "return" and self.deduplication_id is not None:
+                existing = await rt.store.deduplicated(self.queue.name, self.deduplication_id)
+                if existing is not None:
+                    return rt.handle(existing, wdef.name)
+            raise
+        rt.wake_dispatcher()
+        return WorkflowHandle(rt, wid, hint=return_hint(wdef.fn))
