@@ -86,6 +86,7 @@ class Notifier:
         self._on_connect = on_connect
         self._on_signal = on_signal
         self._waiters: dict[Key, set[Waiter]] = {}
+        self._subscribers: set[asyncio.Queue[Key]] = set()
         self._conn: asyncpg.Connection | None = None
         self._lost = asyncio.Event()
         self._closed = False
@@ -130,6 +131,25 @@ class Notifier:
                 if not peers:
                     del self._waiters[key]
 
+    @contextmanager
+    def subscribe(self, maxsize: int = 1000) -> Iterator[asyncio.Queue[Key]]:
+        """Receive every notification's key (``("w", workflow_id, status)``...) in a queue for
+        the duration of the block, plus ``("reconnected",)`` after the connection was lost. A
+        subscriber that falls ``maxsize`` behind loses the oldest keys: treat keys as hints to
+        re-read, never as data."""
+        queue: asyncio.Queue[Key] = asyncio.Queue(maxsize)
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+    def _publish(self, key: Key) -> None:
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(key)
+
     def wake(self, *key: str) -> None:
         """Wake every waiter registered for ``key`` (and for its prefix of two items)."""
         for k in (key, key[:2]) if len(key) > 2 else (key,):
@@ -151,6 +171,7 @@ class Notifier:
         if isinstance(key, list) and key:
             parts = tuple("" if part is None else str(part) for part in key)
             self.wake(*parts)
+            self._publish(parts)
             if self._on_signal is not None:
                 self._on_signal(parts)
 
@@ -202,6 +223,7 @@ class Notifier:
                 logger.info("LISTEN connection restored")
                 # Anything may have changed while the connection was down.
                 self.wake_all()
+                self._publish(("reconnected",))
                 break
 
     async def close(self) -> None:
