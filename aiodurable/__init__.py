@@ -35,6 +35,7 @@ from ._exceptions import (
     WorkflowNotFound,
 )
 from ._handle import WorkflowHandle
+from ._logging import WorkflowContextFilter
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus
 from ._queue import EnqueueOptions, Queue, RateLimit
 from ._retry import NonRetryable, Retry
@@ -69,6 +70,7 @@ __all__ = [
     "StepInfo",
     "SystemClock",
     "WorkflowCancelled",
+    "WorkflowContextFilter",
     "WorkflowFailed",
     "WorkflowHandle",
     "WorkflowInfo",

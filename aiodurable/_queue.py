@@ -94,9 +94,9 @@ class Queue:
         limiter: RateLimit | None = None,
         priority_enabled: bool = False,
     ) -> None:
-        self.name = check_id("queue name", name)
-        self.concurrency = _limit("concurrency", concurrency)
-        self.worker_concurrency = _limit("worker_concurrency", worker_concurrency)
+        self.name: str = check_id("queue name", name)
+        self.concurrency: int | None = _limit("concurrency", concurrency)
+        self.worker_concurrency: int | None = _limit("worker_concurrency", worker_concurrency)
         if limiter is not None and not isinstance(limiter, RateLimit):
             raise TypeError(f"Queue(limiter=) takes an aiodurable.RateLimit, not {limiter!r}")
         if (
@@ -108,8 +108,8 @@ class Queue:
                 f"Queue({name!r}): worker_concurrency={worker_concurrency} exceeds"
                 f" concurrency={concurrency}"
             )
-        self.limiter = limiter
-        self.priority_enabled = bool(priority_enabled)
+        self.limiter: RateLimit | None = limiter
+        self.priority_enabled: bool = bool(priority_enabled)
         existing = _queues.get(name)
         if existing is not None and existing._settings() != self._settings():
             raise ValueError(

@@ -24,6 +24,7 @@ import asyncpg
 
 from . import _manage
 from ._clock import Clock, SystemClock
+from ._comm import get_event_on, send_on
 from ._context import (
     WorkflowContext,
     current_workflow,
@@ -596,8 +597,10 @@ class Runtime:
         enter_workflow(ctx)
         wid = ctx.workflow_id
         try:
-            with workflow_span(ctx.definition.name, wid):
+            with workflow_span(ctx.definition.name, wid) as span:
                 outcome = await self._run_body(ctx, args, kwargs)
+                if outcome is not None and outcome.error is not None:
+                    span.set_error(outcome.error)
             if outcome is not None and not future.done():
                 future.set_result(outcome)
         finally:
@@ -714,6 +717,25 @@ class Runtime:
                         hint = None if wdef is None else return_hint(wdef.fn)
                     return self._result_of(row, hint)
                 await waiter.wait()
+
+    def send(
+        self,
+        destination_id: str,
+        message: object,
+        topic: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Coroutine[Any, Any, None]:
+        """Send a message to a workflow; see :func:`aiodurable.send`."""
+        self._check_open()
+        return send_on(self, destination_id, message, topic, idempotency_key=idempotency_key)
+
+    def get_event(
+        self, workflow_id: str, key: str, timeout: float = 60.0
+    ) -> Coroutine[Any, Any, Any]:
+        """Wait for a workflow's event; see :func:`aiodurable.get_event`."""
+        self._check_open()
+        return get_event_on(self, workflow_id, key, timeout)
 
     async def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle to a recorded workflow; :class:`WorkflowNotFound` if the ID is unknown."""
