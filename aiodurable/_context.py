@@ -46,6 +46,7 @@ class WorkflowContext:
     deadline_at: float | None = None
     last_function_id: int = 0
     cancelled: bool = False
+    replay_only: bool = False
     waits: int = 0
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
 
@@ -63,6 +64,12 @@ class WorkflowContext:
                 f" {function_id} but now calls {name!r} there; the workflow's code changed"
                 " since it started. Finish or cancel it on the old code, or fork it from an"
                 " earlier step."
+            )
+        if entry is None and self.replay_only:
+            raise NonDeterminismError(
+                f"workflow {self.workflow_id!r} now calls {name!r} at function ID {function_id},"
+                " where its journal has nothing: the code makes a call the recorded run did not"
+                " make (an added or moved step)"
             )
         return entry
 

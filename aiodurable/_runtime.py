@@ -36,6 +36,7 @@ from ._context import (
 from ._exceptions import (
     DatabaseUnavailable,
     DuplicateWorkflowError,
+    NonDeterminismError,
     NoRuntimeError,
     SerializationError,
     WorkflowCancelled,
@@ -980,6 +981,63 @@ class Runtime:
             running.ctx.cancel()
             if not running.future.done():
                 running.future.set_result(Outcome(error=WorkflowCancelled(workflow_id)))
+
+    async def crash(self) -> None:
+        """Abandon every workflow running here as a killed process would: each stops where it
+        stands and keeps only what its checkpoints wrote. For tests; see :meth:`restart`."""
+        self._check_open()
+        running = list(self._running.values())
+        for entry in running:
+            if entry.ctx.task is not None:
+                entry.ctx.task.cancel()
+            if entry.deadline_task is not None:
+                entry.deadline_task.cancel()
+        await asyncio.gather(
+            *(e.ctx.task for e in running if e.ctx.task is not None), return_exceptions=True
+        )
+        for entry in running:
+            if not entry.future.done():
+                entry.future.set_result(Outcome(error=self._closed_error(entry.ctx.workflow_id)))
+        self._running.clear()
+
+    async def restart(self) -> list[str]:
+        """Recover this executor's PENDING workflows, as a restarted process would after a
+        :meth:`crash`; return their IDs."""
+        return await self.recover()
+
+    async def check_replay(self, workflow_id: str) -> None:
+        """Run a recorded workflow's current code against its journal, running no step, and raise
+        :class:`NonDeterminismError` naming the first call that differs from the journal (a
+        renamed, added, removed or reordered step). Nothing is written."""
+        self._check_open()
+        row = await self.store.require_workflow(workflow_id)
+        wdef = lookup(row.name)
+        if wdef is None:
+            raise NoRuntimeError(
+                f"workflow {workflow_id!r} runs {row.name!r}, which this program does not"
+                " register; import the module that defines it"
+            )
+        journal = await self.store.load_journal(workflow_id)
+        args, kwargs = decode_inputs(self.serializer_for(row.format), wdef.fn, row.inputs or b"")
+        ctx = WorkflowContext(self, workflow_id, wdef, journal, replay_only=True)
+
+        async def replay() -> None:
+            enter_workflow(ctx)
+            try:
+                await wdef.fn(*args, **kwargs)
+            except NonDeterminismError:
+                raise
+            except Exception:  # the recorded run may have ended the same way; the calls matter
+                pass
+
+        await asyncio.get_running_loop().create_task(replay())
+        unused = sorted(fid for fid in journal if fid > ctx.last_function_id)
+        if unused:
+            entry = journal[unused[0]]
+            raise NonDeterminismError(
+                f"workflow {workflow_id!r} recorded {entry.name!r} at function ID"
+                f" {entry.function_id}, which the code no longer calls (a removed step)"
+            )
 
     async def wait_stopped(self, workflow_id: str) -> None:
         """Return once this runtime no longer executes ``workflow_id``: after a cancel, the step
