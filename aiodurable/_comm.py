@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._context import WorkflowContext, current_workflow, in_step, require_workflow
-from ._serde import encode
-from ._store import StepRow
+from ._store import AUTO_KEY_PREFIX, StepRow
 from ._workflow import check_id
 
 if TYPE_CHECKING:
@@ -106,7 +105,12 @@ def send_on(
     topic_key = "" if topic is None else check_id("topic", topic)
     if idempotency_key is not None:
         check_id("idempotency key", idempotency_key)
-    data = encode(rt.serializer, message, what=f"the message to workflow {destination_id!r}")
+        if idempotency_key.startswith(AUTO_KEY_PREFIX):
+            raise ValueError(
+                f"idempotency keys starting with {AUTO_KEY_PREFIX!r} are aiodurable's own;"
+                " choose another key"
+            )
+    data = rt.encode(message, what=f"the message to workflow {destination_id!r}")
     ctx = _durable(current_workflow())
     function_id = ctx.next_function_id() if ctx is not None and ctx.runtime is rt else None
     return _send(rt, ctx, function_id, destination_id, topic_key, data, idempotency_key)
@@ -181,7 +185,7 @@ def set_event(key: str, value: object) -> Coroutine[Any, Any, None]:
     check_id("event key", key)
     ctx = require_workflow("aiodurable.set_event()")
     rt = ctx.runtime
-    data = encode(rt.serializer, value, what=f"the value of event {key!r}")
+    data = rt.encode(value, what=f"the value of event {key!r}")
     return _set_event(ctx, ctx.next_function_id(), key, data)
 
 

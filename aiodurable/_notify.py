@@ -76,6 +76,7 @@ class Notifier:
         clock: Clock,
         *,
         fallback_interval: float = 5.0,
+        keepalive_interval: float = 5.0,
         on_connect: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
         on_signal: Callable[[Key], None] | None = None,
     ) -> None:
@@ -83,6 +84,7 @@ class Notifier:
         self.channel = channel
         self.clock = clock
         self.fallback_interval = fallback_interval
+        self.keepalive_interval = keepalive_interval
         self._on_connect = on_connect
         self._on_signal = on_signal
         self._waiters: dict[Key, set[Waiter]] = {}
@@ -199,7 +201,7 @@ class Notifier:
     async def run(self) -> None:
         """Keep the connection up until :meth:`close`; reconnect with backoff when it drops."""
         while not self._closed:
-            await self._lost.wait()
+            await self._watch()
             if self.closed:
                 return
             self.connected.clear()
@@ -225,6 +227,26 @@ class Notifier:
                 self.wake_all()
                 self._publish(("reconnected",))
                 break
+
+    async def _watch(self) -> None:
+        """Return once the connection is lost. A connection can look open while the network
+        drops every packet, so it is pinged now and then; no answer in time counts as lost."""
+        while not self._lost.is_set():
+            try:
+                async with asyncio.timeout(self.keepalive_interval):
+                    await self._lost.wait()
+                return
+            except TimeoutError:
+                pass
+            conn = self._conn
+            if conn is None:
+                return
+            try:
+                await conn.fetchval("SELECT 1", timeout=self.keepalive_interval)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                logger.warning("LISTEN connection unresponsive (%s); reconnecting", exc)
+                conn.terminate()
+                self._lost.set()
 
     async def close(self) -> None:
         """Close the connection and stop reconnecting."""

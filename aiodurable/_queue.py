@@ -24,7 +24,7 @@ from ._context import (
 )
 from ._exceptions import DuplicateWorkflowError
 from ._handle import WorkflowHandle
-from ._serde import encode_inputs, return_hint
+from ._serde import return_hint
 from ._store import NewWorkflow, StepRow
 from ._workflow import WorkflowDef, check_id, definition_of
 
@@ -238,7 +238,7 @@ class EnqueueOptions:
         parent_id: str | None,
     ) -> WorkflowHandle[Any]:
         wid = workflow_id or str(uuid.uuid4())
-        inputs = encode_inputs(rt.serializer, wdef.fn, args, kwargs, what=f"workflow {wdef.name!r}")
+        inputs = rt.encode_inputs(wdef, args, kwargs)
         timeout = workflow_timeout()
         now = rt.clock.now()
         new = NewWorkflow(

@@ -123,6 +123,11 @@ def current_runtime() -> Runtime:
     )
 
 
+def _positive(label: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"Runtime({label}=) must be a positive number, not {value!r}")
+
+
 def _positive_timeout(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"a workflow timeout must be a number of seconds > 0, not {value!r}")
@@ -200,6 +205,10 @@ class Runtime:
         connect_timeout: float = 10.0,
         notify_fallback: float = 10.0,
         recover: bool = True,
+        heartbeat_interval: float = 5.0,
+        executor_lease: float = 30.0,
+        max_value_size: int = 16 * 1024 * 1024,
+        command_timeout: float | None = 30.0,
     ) -> None:
         self._database_url = database_url or os.environ.get("AIODURABLE_DATABASE_URL") or None
         self._app_version = app_version or os.environ.get("AIODURABLE_APP_VERSION") or None
@@ -207,6 +216,25 @@ class Runtime:
             executor_id or os.environ.get("AIODURABLE_EXECUTOR_ID") or default_executor_id()
         )
         check_id("executor ID", self.executor_id)
+        for label, seconds in (
+            ("heartbeat_interval", heartbeat_interval),
+            ("executor_lease", executor_lease),
+            ("notify_fallback", notify_fallback),
+            ("connect_timeout", connect_timeout),
+        ):
+            _positive(label, seconds)
+        if executor_lease <= heartbeat_interval:
+            raise ValueError(
+                f"executor_lease ({executor_lease} s) must be longer than heartbeat_interval"
+                f" ({heartbeat_interval} s), or live executors would look gone"
+            )
+        if isinstance(max_value_size, bool) or not isinstance(max_value_size, int):
+            raise ValueError(f"max_value_size must be an int of bytes, not {max_value_size!r}")
+        _positive("max_value_size", max_value_size)
+        self.heartbeat_interval = heartbeat_interval
+        self.executor_lease = executor_lease
+        self.max_value_size = max_value_size
+        self._command_timeout = command_timeout
         self.schema = schema
         self.app_database_url = app_database_url
         self.serializer: Serializer = serializer or JsonSerializer()
@@ -224,6 +252,8 @@ class Runtime:
         self._holds_executor = False
         self._recovered: list[str] = []
         self._claim_wanted = asyncio.Event()
+        self._launching: set[str] = set()
+        self._reported_unknown: set[str] = set()
         self._dispatch_wanted = asyncio.Event()
         self._token: Any = None
         self._store: Store | None = None
@@ -332,6 +362,7 @@ class Runtime:
             self.schema,
             pool_size=self._pool_size,
             connect_timeout=self._connect_timeout,
+            command_timeout=self._command_timeout,
         )
         await self._store.migrate()
         if self.app_database_url and self.app_database_url != self.database_url:
@@ -376,6 +407,8 @@ class Runtime:
             self.wake_claimer()
             self.spawn(self._dispatch_loop(), name="aiodurable dispatcher")
             self.wake_dispatcher()
+            await self._heartbeat()
+            self.spawn(self._liveness_loop(), name="aiodurable liveness")
 
     async def close(self) -> None:
         """Stop every workflow where it stands (it resumes at the next start) and disconnect."""
@@ -434,14 +467,62 @@ class Runtime:
         )
         return bool(held)
 
+    async def _heartbeat(self) -> None:
+        await self.store.heartbeat(
+            self.executor_id, socket.gethostname(), os.getpid(), self.app_version
+        )
+
+    async def _liveness_loop(self) -> None:
+        """Record this executor's heartbeat; take over the PENDING workflows of executors of
+        this application version that fell silent past the lease."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self._heartbeat()
+                await self._take_over_silent()
+            except DatabaseUnavailable as exc:
+                logger.warning("liveness check skipped: %s", exc)
+
+    async def _take_over_silent(self) -> None:
+        silent = await self.store.silent_executors(
+            self.app_version, self.executor_lease, self.executor_id
+        )
+        for dead in silent:
+            rows = await self.store.take_over(
+                dead, self.executor_id, self.app_version, registered_names(), self.clock.now()
+            )
+            if rows is None:
+                continue  # its session lock is held: alive, only slow
+            if rows:
+                logger.warning(
+                    "executor %r has been silent for over %g s; took over %d workflow(s)",
+                    dead,
+                    self.executor_lease,
+                    len(rows),
+                )
+                await self._launch_rows(rows)
+
     async def _maintain(self) -> None:
         """Until this runtime holds its executor ID, try to take it over, then recover; look
         for unassigned work now and then, in case a notification was missed."""
         while True:
             await asyncio.sleep(self._notify_fallback)
             self.wake_claimer()
+            self.wake_dispatcher()
             conn = self.notifier.connection
-            if self._holds_executor or conn is None:
+            try:
+                await self.store.forget_auto_keys(self.clock.now() - 86400)
+            except DatabaseUnavailable:
+                pass
+            if self._holds_executor:
+                # Workflows recorded for this executor that nothing here runs (a dispatch whose
+                # answer was lost with its connection, say) are picked up again.
+                try:
+                    await self.recover()
+                except DatabaseUnavailable as exc:
+                    logger.warning("self-check skipped: %s", exc)
+                continue
+            if conn is None:
                 continue
             try:
                 held = await self._try_hold_executor(conn)
@@ -509,9 +590,7 @@ class Runtime:
         running = self._running.get(wid)
         if running is not None:
             return WorkflowHandle(self, wid, hint=hint, future=running.future)
-        inputs = encode_inputs(
-            self.serializer, wdef.fn, args, kwargs, what=f"workflow {wdef.name!r}"
-        )
+        inputs = self.encode_inputs(wdef, args, kwargs)
         if parent is not None:
             deadline = parent.deadline_at  # children inherit their parent's deadline
         else:
@@ -631,7 +710,7 @@ class Runtime:
                 return Outcome(error=exc)
             return await self._recorded_outcome(wid, ctx.definition)
         try:
-            data = encode(self.serializer, result, what=f"the result of workflow {wid!r}")
+            data = self.encode(result, what=f"the result of workflow {wid!r}")
         except SerializationError as exc:
             error = encode_exception(exc)
             await self.store.finish_workflow(wid, "ERROR", fmt, None, error, self.clock.now())
@@ -653,6 +732,28 @@ class Runtime:
         if existing is not None:
             ctx.journal[existing.function_id] = existing
         return existing
+
+    def encode(self, value: object, *, what: str) -> bytes:
+        """Encode a value to record; :class:`SerializationError` naming ``what`` if it cannot be
+        encoded or exceeds ``max_value_size``, before anything is written."""
+        return self._bounded(encode(self.serializer, value, what=what), what)
+
+    def encode_inputs(
+        self, wdef: WorkflowDef, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> bytes:
+        """Encode a workflow's arguments to record, within ``max_value_size``."""
+        what = f"the inputs of workflow {wdef.name!r}"
+        data = encode_inputs(self.serializer, wdef.fn, args, kwargs, what=f"workflow {wdef.name!r}")
+        return self._bounded(data, what)
+
+    def _bounded(self, data: bytes, what: str) -> bytes:
+        if len(data) > self.max_value_size:
+            raise SerializationError(
+                f"{what} takes {len(data):,} bytes encoded, over this runtime's"
+                f" max_value_size of {self.max_value_size:,}; store large data elsewhere and pass"
+                " a reference, or raise Runtime(max_value_size=)"
+            )
+        return data
 
     def serializer_for(self, fmt: str) -> Serializer:
         """The serializer for a row's recorded format."""
@@ -837,9 +938,12 @@ class Runtime:
             return await _manage.recover_executor(self, executor_id)
         ids: list[str] = []
         for wid, name in await self.store.pending_workflows(self.executor_id, self.app_version):
-            if wid in self._running:
+            if wid in self._running or wid in self._launching:
                 continue
             if lookup(name) is None:
+                if wid in self._reported_unknown:
+                    continue
+                self._reported_unknown.add(wid)
                 logger.error(
                     "cannot recover workflow %s: no workflow named %r is registered in this"
                     " program (import the module that defines it); it stays PENDING",
@@ -861,6 +965,14 @@ class Runtime:
 
     async def _launch_rows(self, rows: list[WorkflowRow]) -> list[str]:
         """Launch recorded PENDING workflows with their journals (one query for all)."""
+        ids = {r.workflow_id for r in rows}
+        self._launching |= ids
+        try:
+            return await self._launch_loaded(rows)
+        finally:
+            self._launching -= ids
+
+    async def _launch_loaded(self, rows: list[WorkflowRow]) -> list[str]:
         journals = await self.store.load_journals([r.workflow_id for r in rows])
         recovered: list[str] = []
         for row in rows:
@@ -965,11 +1077,15 @@ class Runtime:
         if running is None:
             await self._launch_rows([row])
             return
+        self._launching.add(row.workflow_id)  # not orphaned while the old execution winds down
 
         async def after_previous() -> None:
-            if running.ctx.task is not None:
-                await asyncio.gather(running.ctx.task, return_exceptions=True)
-            await self._launch_rows([row])
+            try:
+                if running.ctx.task is not None:
+                    await asyncio.gather(running.ctx.task, return_exceptions=True)
+                await self._launch_rows([row])
+            finally:
+                self._launching.discard(row.workflow_id)
 
         self.spawn(after_previous(), name=f"aiodurable relaunch {row.workflow_id}")
 

@@ -17,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 from ._context import WorkflowContext, current_workflow, in_step, step_body
 from ._exceptions import MaxRetriesExceeded
 from ._retry import NonRetryable, Retry
-from ._serde import encode, encode_exception, return_hint
+from ._serde import encode_exception, return_hint
 from ._store import StepRow
 from ._tracing import step_span
 
@@ -93,7 +93,7 @@ async def run_checkpointed(
                 raise
         else:
             fmt = runtime.serializer.name
-            data = encode(runtime.serializer, result, what=f"the result of step {name!r}")
+            data = runtime.encode(result, what=f"the result of step {name!r}")
             row = StepRow(function_id, name, fmt, data, None, None, started, runtime.clock.now())
             entry = await runtime.checkpoint(ctx, row)
             if entry is None:

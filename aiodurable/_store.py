@@ -12,8 +12,10 @@ Writes that may be repeated after a dropped connection are written to be idempot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -33,6 +35,11 @@ T = TypeVar("T")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 # A lock key all aiodurable processes agree on, so migrations run one at a time.
 _MIGRATION_LOCK = 0x61696F64  # "aiod"
+
+_DB_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+AUTO_KEY_PREFIX = "aiodurable:"
+"""Idempotency keys the store makes itself start so; callers' keys may not."""
 
 APPLICATION_NAME = "aiodurable"
 """The application_name of every connection aiodurable opens (see pg_stat_activity)."""
@@ -284,13 +291,8 @@ class Store:
             " SELECT $10, $11, $12, $13, $8 FROM step RETURNING destination_id, topic)"
             f" SELECT {notify_msg} FROM msg"
         )
-        self._sql_send = (
-            f"WITH msg AS (INSERT INTO {s}.messages (destination_id, topic, format, value,"
-            " created_at) VALUES ($1, $2, $3, $4, $5) RETURNING destination_id, topic)"
-            f" SELECT {notify_msg} FROM msg"
-        )
         self._sql_send_once = (
-            f"WITH k AS (INSERT INTO {s}.message_keys VALUES ($1, $6) ON CONFLICT DO NOTHING"
+            f"WITH k AS (INSERT INTO {s}.message_keys VALUES ($1, $6, $5) ON CONFLICT DO NOTHING"
             " RETURNING destination_id),"
             f" msg AS (INSERT INTO {s}.messages (destination_id, topic, format, value, created_at)"
             " SELECT $1, $2, $3, $4, $5 FROM k RETURNING destination_id, topic)"
@@ -337,6 +339,7 @@ class Store:
         *,
         pool_size: int = 16,
         connect_timeout: float = 10.0,
+        command_timeout: float | None = 30.0,
     ) -> Store:
         """Connect a pool to ``url``; raise :class:`DatabaseUnavailable` within the timeout."""
         if not _IDENTIFIER.match(schema):
@@ -351,6 +354,7 @@ class Store:
                     min_size=1,
                     max_size=pool_size,
                     timeout=connect_timeout,
+                    command_timeout=command_timeout,
                     server_settings={"application_name": APPLICATION_NAME},
                 )
         except (*TRANSIENT, *_CONNECT_REFUSALS) as exc:
@@ -390,7 +394,8 @@ class Store:
         return latest
 
     async def _run(self, op: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run ``op`` on a pooled connection, retrying it after connection failures."""
+        """Run ``op`` on a pooled connection, retrying it after connection failures. Every
+        ``op`` must be safe to repeat: a write whose answer was lost may have committed."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._retry_for
         delay = 0.05
@@ -400,7 +405,8 @@ class Store:
                     try:
                         return await op(conn)
                     except TRANSIENT:
-                        conn.terminate()  # never hand a broken connection out again
+                        with contextlib.suppress(asyncpg.InterfaceError):
+                            conn.terminate()  # never hand a broken connection out again
                         raise
             except TRANSIENT as exc:
                 if loop.time() + delay > give_up:
@@ -555,12 +561,12 @@ class Store:
                     fmt,
                     value,
                 )
-            elif idempotency_key is not None:
-                sql = self._sql_send_once
-                args = (destination_id, topic, fmt, value, ms(now), idempotency_key)
             else:
-                sql = self._sql_send
-                args = (destination_id, topic, fmt, value, ms(now))
+                # Without a key of the caller's, a key of our own still makes a repeat after a
+                # lost answer harmless; such keys are forgotten after a day.
+                key = idempotency_key or f"{AUTO_KEY_PREFIX}{uuid.uuid4()}"
+                sql = self._sql_send_once
+                args = (destination_id, topic, fmt, value, ms(now), key)
             return bool(await c.fetch(sql, *args))
 
         try:
@@ -909,3 +915,62 @@ class Store:
         )
         rows = await self._run(lambda c: c.fetch(sql, queue_name))
         return {r["workflow_id"]: i for i, r in enumerate(rows, 1)}
+
+    # -- executors ---------------------------------------------------------------------------
+
+    async def heartbeat(self, executor_id: str, host: str, pid: int, app_version: str) -> None:
+        """Record that ``executor_id`` is alive now (the database server's clock)."""
+        sql = (
+            f"INSERT INTO {self.schema}.executors VALUES ($1, $2, $3, $4, {_DB_NOW_MS},"
+            f" {_DB_NOW_MS}) ON CONFLICT (executor_id) DO UPDATE SET host = excluded.host,"
+            " pid = excluded.pid, app_version = excluded.app_version,"
+            " last_seen = excluded.last_seen"
+        )
+        await self._run(lambda c: c.execute(sql, executor_id, host, pid, app_version))
+
+    async def silent_executors(self, app_version: str, lease: float, me: str) -> list[str]:
+        """Executors of ``app_version`` whose last heartbeat is older than ``lease`` seconds."""
+        sql = (
+            f"SELECT executor_id FROM {self.schema}.executors WHERE app_version = $1"
+            f" AND executor_id <> $2 AND last_seen < {_DB_NOW_MS} - $3 ORDER BY last_seen"
+        )
+        rows = await self._run(lambda c: c.fetch(sql, app_version, me, round(lease * 1000)))
+        return [r["executor_id"] for r in rows]
+
+    async def take_over(
+        self, dead: str, executor_id: str, app_version: str, names: Sequence[str], now: float
+    ) -> list[WorkflowRow] | None:
+        """Move a gone executor's PENDING workflows (of these names and this version) to
+        ``executor_id``, holding the gone executor's session lock meanwhile so one survivor takes
+        each; None when that lock is held (the executor is alive after all)."""
+        s = self.schema
+        sql = (
+            f"UPDATE {s}.workflows SET executor_id = $2, updated_at = $5,"
+            " recovery_attempts = recovery_attempts + 1 WHERE executor_id = $1"
+            " AND status = 'PENDING' AND app_version = $3 AND name = ANY($4)"
+            f" RETURNING {_WF_COLUMNS}"
+        )
+
+        async def op(c: Conn) -> list[WorkflowRow] | None:
+            got = await c.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", s, dead
+            )
+            if not got:
+                return None
+            try:
+                rows = await c.fetch(sql, dead, executor_id, app_version, list(names), ms(now))
+                await c.execute(f"DELETE FROM {s}.executors WHERE executor_id = $1", dead)
+            finally:
+                await c.execute("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", s, dead)
+            return [_workflow(r) for r in rows]
+
+        return await self._run(op)
+
+    async def forget_auto_keys(self, older_than: float) -> int:
+        """Drop the store's own idempotency keys recorded before ``older_than``."""
+        sql = (
+            f"DELETE FROM {self.schema}.message_keys WHERE idempotency_key LIKE"
+            f" '{AUTO_KEY_PREFIX}%' AND created_at < $1"
+        )
+        done = await self._run(lambda c: c.execute(sql, ms(older_than)))
+        return int(done.split()[-1])

@@ -25,7 +25,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from ._context import WorkflowContext, current_workflow, in_step, step_body
 from ._exceptions import DatabaseUnavailable
-from ._serde import encode, encode_exception, return_hint
+from ._serde import encode_exception, return_hint
 from ._store import TRANSIENT, StepRow
 from ._tracing import step_span
 
@@ -213,7 +213,7 @@ async def _journaled(
         try:
             with step_span(name, ctx.workflow_id, function_id), step_body(name):
                 result = await fn(conn, *args, **kwargs)
-            data = encode(rt.serializer, result, what=f"the result of transaction {name!r}")
+            data = rt.encode(result, what=f"the result of transaction {name!r}")
             row = StepRow(
                 function_id, name, rt.serializer.name, data, None, None, started, rt.clock.now()
             )
