@@ -18,11 +18,12 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from ._batch import Batcher
 from ._exceptions import DatabaseUnavailable, DuplicateWorkflowError, SchemaError, WorkflowNotFound
 from ._sql import migrations
 
@@ -139,6 +140,15 @@ class WorkflowQuery:
     sort_desc: bool = False
     load_input: bool = False
     load_output: bool = False
+
+
+class _Finish(NamedTuple):
+    workflow_id: str
+    status: str
+    format: str
+    output: bytes | None
+    error: bytes | None
+    at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +274,30 @@ class Store:
             f" CASE WHEN queue_name IS NOT NULL THEN pg_notify('{self.channel}',"
             " json_build_array('q', queue_name)::text) END FROM done"
         )
+        self._sql_record_steps = (
+            f"INSERT INTO {s}.steps (workflow_id, {_STEP_COLUMNS}) SELECT * FROM unnest($1::text[],"
+            " $2::integer[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::text[],"
+            " $8::bigint[], $9::bigint[]) ON CONFLICT (workflow_id, function_id) DO NOTHING"
+            " RETURNING workflow_id, function_id"
+        )
+        self._sql_get_steps = (
+            f"SELECT workflow_id, {_STEP_COLUMNS} FROM {s}.steps WHERE (workflow_id, function_id)"
+            " IN (SELECT * FROM unnest($1::text[], $2::integer[]))"
+        )
+        self._sql_finish_many = (
+            "WITH data AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[],"
+            " $5::bytea[], $6::bigint[]) AS d(workflow_id, status, format, output, error, at)),"
+            f" done AS (UPDATE {s}.workflows w SET status = d.status, format = d.format,"
+            " output = d.output, error = d.error, updated_at = d.at FROM data d"
+            " WHERE w.workflow_id = d.workflow_id AND w.status = 'PENDING'"
+            " RETURNING w.workflow_id, w.status, w.queue_name)"
+            f" SELECT workflow_id, {notify}, CASE WHEN queue_name IS NOT NULL THEN"
+            f" pg_notify('{self.channel}', json_build_array('q', queue_name)::text) END FROM done"
+        )
+        self._steps_batch: Batcher[tuple[str, StepRow], StepRow | None] = Batcher(
+            self._record_steps
+        )
+        self._finish_batch: Batcher[_Finish, bool] = Batcher(self._finish_many)
         self._sql_pending = (
             f"SELECT workflow_id, name FROM {s}.workflows WHERE status = 'PENDING'"
             " AND executor_id = $1 AND app_version = $2 ORDER BY created_at"
@@ -367,7 +401,9 @@ class Store:
         return cls(pool, schema)
 
     async def close(self) -> None:
-        """Close the pool."""
+        """Stop the batches in flight and close the pool."""
+        await self._steps_batch.close()
+        await self._finish_batch.close()
         await self.pool.close()
 
     async def migrate(self) -> int:
@@ -460,9 +496,19 @@ class Store:
         now: float,
     ) -> bool:
         """Write a PENDING workflow's final status and notify waiters; False if not PENDING."""
-        args = (workflow_id, status, fmt, output, error, ms(now))
-        rows = await self._run(lambda c: c.fetch(self._sql_finish, *args))
-        return bool(rows)
+        return await self._finish_batch.submit(
+            _Finish(workflow_id, status, fmt, output, error, ms(now))
+        )
+
+    async def _finish_many(self, batch: Sequence[_Finish]) -> list[bool]:
+        """Write several final statuses in one statement (group commit)."""
+        if len(batch) == 1:
+            rows = await self._run(lambda c: c.fetch(self._sql_finish, *batch[0]))
+            return [bool(rows)]
+        columns = [list(column) for column in zip(*batch, strict=True)]
+        rows = await self._run(lambda c: c.fetch(self._sql_finish_many, *columns))
+        done = {r["workflow_id"] for r in rows}
+        return [f.workflow_id in done for f in batch]
 
     async def set_status(
         self, workflow_id: str, status: str, *, only_from: Sequence[str], now: float
@@ -515,9 +561,34 @@ class Store:
         return None if row is None else _step(row)
 
     async def record_step(self, workflow_id: str, step: StepRow) -> StepRow | None:
-        """Write a journal entry: one round trip. If the function ID already has one (another
-        executor got there first), return that entry instead; None when ours was written."""
-        return await self._run(lambda c: self.record_step_on(c, workflow_id, step))
+        """Write a journal entry: one round trip, shared with the entries written at the same
+        moment (group commit). If the function ID already has one (another executor got there
+        first), return that entry instead; None when ours was written."""
+        return await self._steps_batch.submit((workflow_id, step))
+
+    async def _record_steps(self, batch: Sequence[tuple[str, StepRow]]) -> list[StepRow | None]:
+        if len(batch) == 1:
+            wid, step = batch[0]
+            return [await self._run(lambda c: self.record_step_on(c, wid, step))]
+        columns = [
+            list(column) for column in zip(*(self._step_args(w, s) for w, s in batch), strict=True)
+        ]
+
+        async def op(c: Conn) -> list[StepRow | None]:
+            written = {
+                (r["workflow_id"], r["function_id"])
+                for r in await c.fetch(self._sql_record_steps, *columns)
+            }
+            missed = [(w, s.function_id) for w, s in batch if (w, s.function_id) not in written]
+            existing: dict[tuple[str, int], StepRow] = {}
+            if missed:
+                rows = await c.fetch(
+                    self._sql_get_steps, [w for w, _ in missed], [f for _, f in missed]
+                )
+                existing = {(r["workflow_id"], r["function_id"]): _step(r) for r in rows}
+            return [existing.get((w, s.function_id)) for w, s in batch]
+
+        return await self._run(op)
 
     # -- messages and events -----------------------------------------------------------------
 
