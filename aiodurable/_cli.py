@@ -14,6 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from aiodurable._cli_console import add_console_command
 from aiodurable._cli_workflow import add_workflow_commands
 from aiodurable._embedded import (
     EmbeddedPostgres,
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     _add_postgres(commands)
     add_workflow_commands(commands)
+    add_console_command(commands)
     return parser
 
 

@@ -245,11 +245,13 @@ class Store:
         self._retry_for = retry_for
         s = schema
         notify = f"pg_notify('{self.channel}', json_build_array('w', workflow_id, status)::text)"
+        # A start is announced too, so consoles and tools see workflows appear at once.
         self._sql_insert_workflow = (
-            f"INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs, created_at,"
-            " updated_at, app_version, executor_id, parent_workflow_id, deadline_at, queue_name)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11)"
-            " ON CONFLICT (workflow_id) DO NOTHING RETURNING true"
+            f"WITH ins AS (INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs,"
+            " created_at, updated_at, app_version, executor_id, parent_workflow_id, deadline_at,"
+            " queue_name) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11)"
+            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, status)"
+            f" SELECT true, {notify} FROM ins"
         )
         self._sql_get_workflow = f"SELECT {_WF_COLUMNS} FROM {s}.workflows WHERE workflow_id = $1"
         self._sql_journal = (
