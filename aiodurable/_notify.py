@@ -40,7 +40,8 @@ Key = tuple[str, ...]
 
 
 class Waiter:
-    """One registration: an event set when its key is notified."""
+    """One registration: an event set when its key is notified. A context manager: registered
+    on entry, removed on exit (see :meth:`Notifier.watch`)."""
 
     __slots__ = ("_event", "_notifier", "key")
 
@@ -48,6 +49,13 @@ class Waiter:
         self._notifier = notifier
         self._event = asyncio.Event()
         self.key = key
+
+    def __enter__(self) -> Waiter:
+        self._notifier._register(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._notifier._unregister(self)
 
     def clear(self) -> None:
         """Forget past wake-ups; call just before reading the table."""
@@ -118,20 +126,20 @@ class Notifier:
         """The LISTEN connection while it is up."""
         return self._conn
 
-    @contextmanager
-    def watch(self, *key: str) -> Iterator[Waiter]:
-        """Register a waiter for ``key`` for the duration of the block."""
-        waiter = Waiter(self, key)
-        self._waiters.setdefault(key, set()).add(waiter)
+    def watch(self, *key: str) -> Waiter:
+        """A waiter for ``key``, registered for the duration of a ``with`` block."""
+        return Waiter(self, key)
+
+    def _register(self, waiter: Waiter) -> None:
+        self._waiters.setdefault(waiter.key, set()).add(waiter)
         self._registered.set()
-        try:
-            yield waiter
-        finally:
-            peers = self._waiters.get(key)
-            if peers is not None:
-                peers.discard(waiter)
-                if not peers:
-                    del self._waiters[key]
+
+    def _unregister(self, waiter: Waiter) -> None:
+        peers = self._waiters.get(waiter.key)
+        if peers is not None:
+            peers.discard(waiter)
+            if not peers:
+                del self._waiters[waiter.key]
 
     @contextmanager
     def subscribe(self, maxsize: int = 1000) -> Iterator[asyncio.Queue[Key]]:

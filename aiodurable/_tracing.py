@@ -16,13 +16,14 @@ Attributes: ``aiodurable.workflow_id``, ``aiodurable.workflow_name`` (workflow s
 the span, whose status becomes ERROR; a cancellation (the runtime closing, or the workflow being
 cancelled) ends the span without an error, since the workflow resumes or was stopped on purpose.
 
-Without OpenTelemetry both hooks are no-ops costing one generator and one test.
+Without OpenTelemetry, or before the application sets a tracer provider, both hooks return a
+shared no-op context manager: nothing is allocated per workflow or step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
 
 __all__ = ["TRACER_NAME", "WorkflowSpan", "step_span", "workflow_span"]
@@ -82,13 +83,48 @@ def _span(tracer: Tracer, name: str, attributes: dict[str, str | int]) -> Iterat
             raise
 
 
-@contextmanager
-def workflow_span(name: str, workflow_id: str) -> Iterator[WorkflowSpan]:
+class _Untraced:
+    """The context manager of a span not recorded: shared, and free to enter."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> WorkflowSpan:
+        return _NO_SPAN
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_UNTRACED = _Untraced()
+
+
+def _tracing() -> bool:
+    """Whether spans are recorded: OpenTelemetry is installed and the application has set a
+    tracer provider (until then the global one is a proxy whose spans go nowhere)."""
+    return _tracer is not None and not isinstance(
+        _otel_trace.get_tracer_provider(), _otel_trace.ProxyTracerProvider
+    )
+
+
+def workflow_span(name: str, workflow_id: str) -> AbstractContextManager[WorkflowSpan]:
     """A span around one execution of a workflow, a child of the caller's span (a no-op
-    without OpenTelemetry)."""
-    if _tracer is None:
-        yield _NO_SPAN
-        return
+    without OpenTelemetry or a tracer provider)."""
+    if not _tracing():
+        return _UNTRACED
+    return _workflow_span(name, workflow_id)
+
+
+def step_span(name: str, workflow_id: str, function_id: int) -> AbstractContextManager[object]:
+    """A span around the first execution of a step, a child of its workflow's span (a no-op
+    without OpenTelemetry or a tracer provider)."""
+    if not _tracing():
+        return _UNTRACED
+    return _step_span(name, workflow_id, function_id)
+
+
+@contextmanager
+def _workflow_span(name: str, workflow_id: str) -> Iterator[WorkflowSpan]:
+    assert _tracer is not None
     attributes: dict[str, str | int] = {
         "aiodurable.workflow_id": workflow_id,
         "aiodurable.workflow_name": name,
@@ -98,12 +134,8 @@ def workflow_span(name: str, workflow_id: str) -> Iterator[WorkflowSpan]:
 
 
 @contextmanager
-def step_span(name: str, workflow_id: str, function_id: int) -> Iterator[None]:
-    """A span around the first execution of a step, a child of its workflow's span (a no-op
-    without OpenTelemetry)."""
-    if _tracer is None:
-        yield
-        return
+def _step_span(name: str, workflow_id: str, function_id: int) -> Iterator[None]:
+    assert _tracer is not None
     attributes: dict[str, str | int] = {
         "aiodurable.workflow_id": workflow_id,
         "aiodurable.step_name": name,
