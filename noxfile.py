@@ -39,6 +39,7 @@ def examples(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmarks (pass --smoke for a tiny run)."""
-    session.install("-e", ".[uvloop]")
+    """aiodurable, DBOS Transact and a plain asyncpg baseline, side by side (pass --smoke for a
+    tiny run, --only W1,W3, --json PATH, --png PATH)."""
+    session.install("-e", ".[uvloop]", "dbos", "matplotlib")
     session.run("python", "bench/run.py", *session.posargs)

@@ -1,341 +1,216 @@
-"""Benchmarks: aiodurable beside a "direct" baseline written on plain asyncpg.
+"""Benchmarks: aiodurable beside DBOS Transact and a "direct" baseline on plain asyncpg.
 
-    python bench/run.py                 # the embedded PostgreSQL (default settings: fsync on)
+    python bench/run.py                  # the embedded PostgreSQL (default settings: fsync on)
     python bench/run.py --database-url postgresql://...
-    python bench/run.py --smoke         # a tiny run that checks everything works
-    python bench/run.py --json out.json
+    python bench/run.py --smoke          # every workload at a tiny scale: checks that it works
+    python bench/run.py --only W1,W3 --json out.json --png out.png
+    nox -s bench -- --smoke              # the same, in a venv that also has dbos and matplotlib
 
-Each system runs in one invocation on one server, in a fresh schema, so the ratios compare like
-with like on a noisy machine. The direct baseline does the least a journal can do: one INSERT
-commit per journal write, no recovery. Workloads:
+One invocation, one PostgreSQL server. Each (workload, system) runs in a child process of its own
+(``bench/systems/<system>_runner.py``) on a database of its own, created for it and dropped after.
+The direct baseline does the least a journal can do: one INSERT commit per journal write,
+LISTEN/NOTIFY wake-ups, no recovery. DBOS runs only where ``dbos`` can be imported; otherwise its
+column is skipped with a note. Workloads:
 
-- W1: a workflow of 10 no-op steps, run in sequence: median and p99 latency.
-- W2: 10-step no-op workflows with 64 in flight: workflows/s.
-- W3: a round trip: send to a workflow waiting in recv, which set_events a reply that the caller
-  awaits with get_event: median and p99 ms.
-- W4: a 0.2 s durable sleep: median overshoot in ms.
+- W1: a workflow of 10 no-op steps, 200 times in sequence: median and p99; the marginal cost of a
+  step, (t10 - t0) / 10, from the medians of 10-step and 0-step runs.
+- W2: 1,000 workflows of 3 no-op steps, 64 in flight: workflows/s, steps/s, client CPU/workflow.
+- W3: send to a workflow waiting in recv, which set_events a reply that the caller awaits with
+  get_event; 200 times: median and p99.
+- W4: a 0.2 s durable sleep, 50 times: median overshoot.
+- W5: 10,000 PENDING workflows of 5 steps, 2 of them completed; a new runtime: time until all
+  are SUCCESS.
+- W6: 10,000 workflows waiting in recv in one process: memory per waiting workflow, and the time
+  to wake them all with 10,000 sends.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
+import importlib.util
 import json
-import statistics
+import platform
+import secrets
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import report
 
-import aiodurable
-from aiodurable import Runtime, step, workflow
-
-STEPS = 10
-
-
-@step()
-async def noop_step(i: int) -> int:
-    return i
-
-
-@workflow()
-async def noop_workflow(steps: int) -> int:
-    for i in range(steps):
-        await noop_step(i)
-    return steps
+HERE = Path(__file__).resolve().parent
+RUNNERS = {
+    "direct": HERE / "systems" / "direct_runner.py",
+    "aiodurable": HERE / "systems" / "aiodurable_runner.py",
+    "DBOS": HERE / "systems" / "dbos_runner.py",
+}
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+RESULT_PREFIX = "BENCH_RESULT "  # as printed by bench/systems/harness.py
+SETTINGS = ("server_version", "fsync", "synchronous_commit", "shared_buffers", "max_connections")
 
 
-@workflow()
-async def echo_workflow(rounds: int) -> int:
-    for i in range(rounds):
-        request = await aiodurable.recv("request", timeout=60)
-        await aiodurable.set_event(f"reply-{i}", request)
-    return rounds
+def database_url(url: str, database: str) -> str:
+    """``url`` naming ``database`` instead of its own."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + database))
 
 
-@workflow()
-async def sleep_workflow(seconds: float) -> float:
-    started = time.time()
-    await aiodurable.sleep(seconds)
-    return time.time() - started
+def version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
-@dataclass
-class Result:
-    """One measured figure."""
-
-    workload: str
-    system: str
-    metric: str
-    value: float
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """The q-th percentile (0..100) by nearest rank."""
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
-    return ordered[index]
-
-
-class Direct:
-    """The baseline: the same journal writes issued by hand, one INSERT commit each."""
-
-    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
-        self.pool = pool
-        self.schema = schema
-
-    async def setup(self) -> None:
-        s = self.schema
-        async with self.pool.acquire() as conn:
-            await conn.execute(f"CREATE SCHEMA {s}")
-            await conn.execute(
-                f"CREATE TABLE {s}.workflows (workflow_id text PRIMARY KEY, status text,"
-                " inputs bytea, output bytea, created_at bigint)"
-            )
-            await conn.execute(
-                f"CREATE TABLE {s}.steps (workflow_id text, function_id int, output bytea,"
-                " PRIMARY KEY (workflow_id, function_id))"
-            )
-
-    async def workflow(self, steps: int) -> None:
-        s = self.schema
-        wid = str(uuid.uuid4())
-        pool = self.pool
-        await pool.execute(
-            f"INSERT INTO {s}.workflows VALUES ($1, 'PENDING', $2, NULL, $3)",
-            wid,
-            b'{"args":[10],"kwargs":{}}',
-            int(time.time() * 1000),
-        )
-        for i in range(steps):
-            await pool.execute(f"INSERT INTO {s}.steps VALUES ($1, $2, $3)", wid, i + 1, b"1")
-        await pool.execute(
-            f"UPDATE {s}.workflows SET status = 'SUCCESS', output = $2 WHERE workflow_id = $1",
-            wid,
-            b"10",
-        )
+async def run_child(
+    system: str, workload: str, url: str, scale: str, loop: str, timeout: float
+) -> dict[str, Any]:
+    """Run one workload of one system in its own process; return its result line, or a failure
+    with the tail of its output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(RUNNERS[system]),
+        workload,
+        "--database-url",
+        url,
+        "--scale",
+        scale,
+        "--loop",
+        loop,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return {"system": system, "workload": workload, "error": f"timed out after {timeout} s"}
+    text = out.decode(errors="replace")
+    for line in reversed(text.splitlines()):
+        if line.startswith(RESULT_PREFIX) and proc.returncode == 0:
+            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+            return result
+    tail = "\n".join(text.splitlines()[-15:])
+    return {
+        "system": system,
+        "workload": workload,
+        "error": f"exited with {proc.returncode}:\n{tail}",
+    }
 
 
-class DirectRoundTrip:
-    """The W3 pattern on plain asyncpg: a message row and NOTIFY wake a waiting task, which
-    consumes it with its journal row in one statement and publishes a reply row with NOTIFY."""
-
-    def __init__(self, pool: asyncpg.Pool, url: str, schema: str) -> None:
-        self.pool = pool
-        self.url = url
-        self.schema = schema
-
-    async def run(self, rounds: int) -> list[float]:
-        s = self.schema
-        async with self.pool.acquire() as conn:
-            await conn.execute(
-                f"CREATE TABLE {s}.messages (id bigserial PRIMARY KEY, dest text, value bytea)"
-            )
-            await conn.execute(
-                f"CREATE TABLE {s}.events (wid text, key text, value bytea, PRIMARY KEY (wid, key))"
-            )
-        listener = await asyncpg.connect(self.url)
-        inbox = asyncio.Event()
-        replies: dict[str, asyncio.Event] = {}
-
-        def on_notify(conn: object, pid: int, channel: str, payload: object) -> None:
-            if channel == f"{s}_m":
-                inbox.set()
-            elif str(payload) in replies:
-                replies[str(payload)].set()
-
-        await listener.add_listener(f"{s}_m", on_notify)
-        await listener.add_listener(f"{s}_e", on_notify)
-        consume = (
-            f"WITH m AS (DELETE FROM {s}.messages WHERE id = (SELECT id FROM {s}.messages"
-            " WHERE dest = 'w' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING value),"
-            f" j AS (INSERT INTO {s}.steps SELECT 'w', $1, value FROM m) SELECT value FROM m"
-        )
-
-        async def waiter() -> None:
-            for i in range(rounds):
-                while True:
-                    inbox.clear()
-                    value = await self.pool.fetchval(consume, 2 * i + 1)
-                    if value is not None:
-                        break
-                    await inbox.wait()
-                await self.pool.execute(
-                    f"WITH e AS (INSERT INTO {s}.events VALUES ('w', $1, $2) RETURNING key),"
-                    f" j AS (INSERT INTO {s}.steps VALUES ('w', $3, $2))"
-                    f" SELECT pg_notify('{s}_e', key) FROM e",
-                    f"reply-{i}",
-                    value,
-                    2 * i + 2,
-                )
-
-        task = asyncio.ensure_future(waiter())
-        samples: list[float] = []
-        for i in range(rounds):
-            key = f"reply-{i}"
-            replies[key] = asyncio.Event()
-            started = time.perf_counter()
-            await self.pool.execute(
-                f"WITH m AS (INSERT INTO {s}.messages (dest, value) VALUES ('w', $1)"
-                f" RETURNING dest) SELECT pg_notify('{s}_m', dest) FROM m",
-                b"1",
-            )
-            while not await self.pool.fetchval(
-                f"SELECT value FROM {s}.events WHERE wid = 'w' AND key = $1", key
-            ):
-                await replies[key].wait()
-            samples.append((time.perf_counter() - started) * 1000)
-        await task
-        await listener.close()
-        return samples
-
-
-async def durable_round_trip(rounds: int) -> list[float]:
-    """W3 on aiodurable."""
-    handle = await aiodurable.start_workflow(echo_workflow, rounds)
-    samples: list[float] = []
-    for i in range(rounds):
-        started = time.perf_counter()
-        await aiodurable.send(handle.workflow_id, i, "request")
-        await aiodurable.get_event(handle.workflow_id, f"reply-{i}")
-        samples.append((time.perf_counter() - started) * 1000)
-    await handle.get_result()
-    return samples
-
-
-async def sleep_overshoot(
-    count: int, durable: bool, pool: asyncpg.Pool, schema: str
-) -> list[float]:
-    """W4: how late a 0.2 s sleep wakes, in ms; the direct one records its wake-up time too."""
-    samples: list[float] = []
-    for _ in range(count):
-        if durable:
-            slept = await sleep_workflow(0.2)
-        else:
-            started = time.time()
-            await pool.execute(
-                f"INSERT INTO {schema}.steps VALUES ($1, 1, $2)",
-                str(uuid.uuid4()),
-                str(started + 0.2).encode(),
-            )
-            await asyncio.sleep(started + 0.2 - time.time())
-            slept = time.time() - started
-        samples.append((slept - 0.2) * 1000)
-    return samples
-
-
-async def sequential(run: Callable[[], Awaitable[object]], count: int) -> list[float]:
-    """Latencies in ms of ``count`` runs one after another (after a short warm-up)."""
-    for _ in range(min(20, count)):
-        await run()
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        await run()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
-
-
-async def throughput(run: Callable[[], Awaitable[object]], total: int, in_flight: int) -> float:
-    """Runs per second with ``in_flight`` concurrent callers."""
-    remaining = total
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            await run()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return total / (time.perf_counter() - started)
-
-
-async def bench(url: str | None, smoke: bool) -> list[Result]:
-    """Run every workload for both systems on one server."""
-    w1_count = 20 if smoke else 200
-    w2_total = 64 if smoke else 1000
-    results: list[Result] = []
+async def bench(
+    args: argparse.Namespace, systems: list[str], workloads: list[str]
+) -> dict[str, Any]:
+    """Run the selected workloads for the selected systems on one server."""
+    scale = "smoke" if args.smoke else "full"
+    timeout = 300.0 if args.smoke else 1800.0
+    results: list[dict[str, Any]] = []
     async with AsyncExitStack() as stack:
+        url: str | None = args.database_url
         if url is None:
             from aiodurable._embedded import embedded_server
 
             url = await stack.enter_async_context(embedded_server())
-        pool = await asyncpg.create_pool(url, min_size=16, max_size=16)
-        stack.push_async_callback(pool.close)
-        direct = Direct(pool, f"bench_direct_{uuid.uuid4().hex[:8]}")
-        await direct.setup()
-        schema = f"bench_{uuid.uuid4().hex[:8]}"
-        rt = await stack.enter_async_context(
-            Runtime(url, schema=schema, executor_id="bench", pool_size=16)
-        )
-
-        async def durable() -> None:
-            await noop_workflow(STEPS)
-
-        async def by_hand() -> None:
-            await direct.workflow(STEPS)
-
-        for system, run in (("direct", by_hand), ("aiodurable", durable)):
-            samples = await sequential(run, w1_count)
-            results.append(Result("W1", system, "median_ms", statistics.median(samples)))
-            results.append(Result("W1", system, "p99_ms", percentile(samples, 99)))
-        for system, run in (("direct", by_hand), ("aiodurable", durable)):
-            rate = await throughput(run, w2_total, 64)
-            results.append(Result("W2", system, "workflows_per_s", rate))
-        rounds = 20 if smoke else 200
-        for system, samples in (
-            ("direct", await DirectRoundTrip(pool, url, direct.schema).run(rounds)),
-            ("aiodurable", await durable_round_trip(rounds)),
-        ):
-            results.append(Result("W3", system, "median_ms", statistics.median(samples)))
-            results.append(Result("W3", system, "p99_ms", percentile(samples, 99)))
-        sleeps = 5 if smoke else 50
-        for system, durable_sleep in (("direct", False), ("aiodurable", True)):
-            samples = await sleep_overshoot(sleeps, durable_sleep, pool, direct.schema)
-            results.append(Result("W4", system, "overshoot_median_ms", statistics.median(samples)))
-        async with pool.acquire() as conn:
-            for s in (direct.schema, schema):
-                await conn.execute(f"DROP SCHEMA {s} CASCADE")
-        assert rt.is_open
-    return results
-
-
-def table(results: list[Result]) -> str:
-    """The figures side by side, with the aiodurable/direct ratio."""
-    rows = ["workload  metric            direct    aiodurable  aiodurable/direct"]
-    keys = sorted({(r.workload, r.metric) for r in results})
-    for workload, metric in keys:
-        by = {r.system: r.value for r in results if (r.workload, r.metric) == (workload, metric)}
-        ratio = by["aiodurable"] / by["direct"]
-        rows.append(
-            f"{workload:<9} {metric:<16} {by['direct']:>9.2f} {by['aiodurable']:>11.2f}"
-            f" {ratio:>17.2f}"
-        )
-    return "\n".join(rows)
+        admin = await asyncpg.connect(url)
+        stack.push_async_callback(admin.close)
+        settings = {name: await admin.fetchval(f"SHOW {name}") for name in SETTINGS}
+        for workload in workloads:
+            for system in systems:
+                database = f"bench_{system}_{workload}_{secrets.token_hex(4)}".lower()
+                await admin.execute(f"CREATE DATABASE {database}")
+                started = time.perf_counter()
+                try:
+                    result = await run_child(
+                        system, workload, database_url(url, database), scale, args.loop, timeout
+                    )
+                finally:
+                    await admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
+                result["wall_s"] = time.perf_counter() - started
+                results.append(result)
+                status = result.get("error") or result.get("skipped") or "ok"
+                print(
+                    f"  {workload} {system:<10} {result['wall_s']:6.1f} s  {status}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return {"settings": settings, "results": results, "scale": scale}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run, print the table (and write JSON if asked)."""
+    """Parse arguments, run, print the table (and write JSON and a chart if asked)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--database-url", default=None)
-    parser.add_argument("--smoke", action="store_true", help="a tiny run that checks it works")
-    parser.add_argument("--json", default=None, help="write the results to this file")
-    args = parser.parse_args(argv)
-    results = asyncio.run(bench(args.database_url, args.smoke))
-    print(
-        f"aiodurable {aiodurable.__version__}, asyncpg {asyncpg.__version__}, Python"
-        f" {sys.version.split()[0]}"
+    parser.add_argument("--database-url", default=None, help="default: the embedded PostgreSQL")
+    parser.add_argument("--smoke", action="store_true", help="every workload at a tiny scale")
+    parser.add_argument("--only", default=None, help="workloads to run, e.g. W1,W3")
+    parser.add_argument("--systems", default=None, help="e.g. direct,aiodurable (default: all)")
+    has_uvloop = importlib.util.find_spec("uvloop") is not None
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="uvloop" if has_uvloop else "asyncio",
+        help="the event loop of every runner (default: uvloop when installed)",
     )
-    print(table(results))
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the results here")
+    parser.add_argument("--png", default=None, metavar="PATH", help="write a chart here")
+    args = parser.parse_args(argv)
+    workloads = [w.strip().upper() for w in args.only.split(",")] if args.only else list(WORKLOADS)
+    if unknown := set(workloads) - set(WORKLOADS):
+        parser.error(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
+    systems = list(RUNNERS)
+    if args.systems:
+        by_lower = {s.lower(): s for s in RUNNERS}
+        systems = [by_lower[s.strip().lower()] for s in args.systems.split(",")]
+    notes = []
+    if "DBOS" in systems and importlib.util.find_spec("dbos") is None:
+        systems.remove("DBOS")
+        notes.append(
+            "DBOS skipped: the package 'dbos' is not installed in this environment"
+            " (`nox -s bench` installs it)"
+        )
+    started = time.perf_counter()
+    run = asyncio.run(bench(args, systems, workloads))
+    results = run["results"]
+    meta = {
+        "scale": run["scale"],
+        "loop": args.loop,
+        "wall_s": time.perf_counter() - started,
+        "postgresql": run["settings"],
+        "database": "embedded" if args.database_url is None else "--database-url",
+        "python": sys.version.split()[0],
+        "machine": f"{platform.machine()}, {platform.system()}",
+        "versions": {p: version(p) for p in ("aiodurable", "asyncpg", "dbos", "psycopg", "uvloop")},
+        "notes": notes,
+    }
+    versions = ", ".join(f"{p} {v}" for p, v in meta["versions"].items() if v)
+    pg = run["settings"]
+    print(f"{versions}, Python {meta['python']} ({args.loop} loop), {meta['machine']}")
+    print(
+        f"PostgreSQL {pg['server_version']} ({meta['database']}): fsync={pg['fsync']},"
+        f" synchronous_commit={pg['synchronous_commit']},"
+        f" shared_buffers={pg['shared_buffers']}, max_connections={pg['max_connections']}"
+    )
+    print(f"scale: {run['scale']}; a = aiodurable, d = direct, D = DBOS")
+    print(report.table(results))
+    notes.extend(
+        f"{r['workload']} {r['system']}: {r['skipped']}" for r in results if "skipped" in r
+    )
+    failed = [r for r in results if "error" in r]
+    notes.extend(f"{r['workload']} {r['system']} FAILED: {r['error']}" for r in failed)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"total {meta['wall_s']:.1f} s")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([asdict(r) for r in results], f, indent=2)
-    return 0
+        report.write_json(args.json, meta, results)
+    if args.png:
+        title = f"{versions}; PostgreSQL {pg['server_version']}, fsync={pg['fsync']}"
+        if (problem := report.write_png(args.png, results, title)) is not None:
+            print(f"note: {problem}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,207 @@
+"""The workloads on aiodurable; see ``harness`` for how a runner is called."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+
+import asyncpg
+import harness
+from harness import Metrics, Scale
+
+import aiodurable
+from aiodurable import Runtime, WorkflowHandle, step, workflow
+
+# Recovery (W5) only resumes workflows of the runtime's application version and executor.
+APP_VERSION = "bench"
+EXECUTOR = "bench"
+
+
+@step(name="bench.noop")
+async def noop_step(i: int) -> int:
+    return i
+
+
+@workflow(name="bench.steps")
+async def steps_workflow(steps: int) -> int:
+    for i in range(steps):
+        await noop_step(i)
+    return steps
+
+
+@workflow(name="bench.echo")
+async def echo_workflow(rounds: int) -> int:
+    for i in range(rounds):
+        request = await aiodurable.recv("request", timeout=600)
+        await aiodurable.set_event(f"reply-{i}", request)
+    return rounds
+
+
+@workflow(name="bench.sleep")
+async def sleep_workflow(seconds: float) -> float:
+    started = time.time()
+    await aiodurable.sleep(seconds)
+    return time.time() - started
+
+
+waiting = 0
+
+
+@workflow(name="bench.wait")
+async def wait_workflow() -> int:
+    global waiting
+    waiting += 1
+    message: int = await aiodurable.recv("wake", timeout=600)
+    return message
+
+
+def runtime(url: str) -> Runtime:
+    return Runtime(url, app_version=APP_VERSION, executor_id=EXECUTOR)
+
+
+async def w1(url: str, scale: Scale) -> Metrics:
+    async with runtime(url):
+        zero = await harness.sequential(lambda: steps_workflow(0), scale.w1_runs, scale.w1_warmup)
+        ten = await harness.sequential(
+            lambda: steps_workflow(scale.w1_steps), scale.w1_runs, scale.w1_warmup
+        )
+    metrics = harness.latency_metrics(ten)
+    metrics.update(harness.latency_metrics(zero, "0step_"))
+    metrics["step_ms"] = (metrics["median_ms"] - metrics["0step_median_ms"]) / scale.w1_steps
+    return metrics
+
+
+async def w2(url: str, scale: Scale) -> Metrics:
+    async with runtime(url):
+        return await harness.throughput(lambda: steps_workflow(scale.w2_steps), scale)
+
+
+async def w3(url: str, scale: Scale) -> Metrics:
+    async with runtime(url):
+        handle = await aiodurable.start_workflow(echo_workflow, scale.w3_rounds)
+        samples: list[float] = []
+        for i in range(scale.w3_rounds):
+            started = time.perf_counter()
+            await aiodurable.send(handle.workflow_id, i, "request")
+            await aiodurable.get_event(handle.workflow_id, f"reply-{i}")
+            samples.append((time.perf_counter() - started) * 1000)
+        await handle.get_result()
+    return harness.latency_metrics(samples)
+
+
+async def w4(url: str, scale: Scale) -> Metrics:
+    async with runtime(url):
+        samples = []
+        for _ in range(scale.w4_sleeps):
+            slept = await sleep_workflow(scale.w4_seconds)
+            samples.append((slept - scale.w4_seconds) * 1000)
+    return {"overshoot_median_ms": statistics.median(samples)}
+
+
+async def w5(url: str, scale: Scale) -> Metrics:
+    """Write the PENDING workflows and their first steps in aiodurable's tables, then time a new
+    runtime from its start until every one of them is SUCCESS."""
+    async with Runtime(url, app_version=APP_VERSION, executor_id=EXECUTOR, recover=False) as rt:
+        schema = rt.schema
+    n = scale.w5_workflows
+    now = int(time.time() * 1000)
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    inputs = f'{{"args":[{scale.w5_steps}],"kwargs":{{}}}}'.encode()
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.copy_records_to_table(
+            "workflows",
+            schema_name=schema,
+            columns=[
+                "workflow_id",
+                "status",
+                "name",
+                "format",
+                "inputs",
+                "created_at",
+                "updated_at",
+                "app_version",
+                "executor_id",
+            ],
+            records=[
+                (wid, "PENDING", "bench.steps", "json", inputs, now, now, APP_VERSION, EXECUTOR)
+                for wid in ids
+            ],
+        )
+        await conn.copy_records_to_table(
+            "steps",
+            schema_name=schema,
+            columns=[
+                "workflow_id",
+                "function_id",
+                "name",
+                "format",
+                "output",
+                "started_at",
+                "completed_at",
+            ],
+            records=[
+                (wid, i + 1, "bench.noop", "json", str(i).encode(), now, now)
+                for wid in ids
+                for i in range(scale.w5_done)
+            ],
+        )
+        await conn.execute("VACUUM ANALYZE")
+        query = f"SELECT NOT EXISTS (SELECT FROM {schema}.workflows WHERE status <> 'SUCCESS')"
+
+        async def all_done() -> bool:
+            return bool(await conn.fetchval(query))
+
+        started = time.perf_counter()
+        async with runtime(url) as rt:
+            opened = time.perf_counter() - started
+            await harness.poll_until(all_done)
+            elapsed = time.perf_counter() - started
+            recovered = len(rt.recovered_workflow_ids)
+        steps = await conn.fetchval(
+            f"SELECT count(*) FROM {schema}.steps WHERE workflow_id = ANY($1)", ids
+        )
+    finally:
+        await conn.close()
+    if recovered != n or steps != n * scale.w5_steps:
+        raise RuntimeError(f"recovered {recovered} of {n} workflows, {steps} steps journaled")
+    return {"recovered_per_s": n / elapsed, "seconds": elapsed, "open_s": opened}
+
+
+async def w6(url: str, scale: Scale) -> Metrics:
+    n = scale.w6_waiting
+    async with runtime(url):
+        for _ in range(20):  # warm every code path once
+            handle = await aiodurable.start_workflow(wait_workflow)
+            await aiodurable.send(handle.workflow_id, 1, "wake")
+            await handle.get_result()
+        global waiting
+        waiting = 0
+        handles: list[WorkflowHandle[int]] = []
+
+        async def start(_: int) -> None:
+            handles.append(await aiodurable.start_workflow(wait_workflow))
+
+        async def start_all() -> None:
+            await harness.concurrently(start, n, scale.start_in_flight)
+
+        per_workflow = await harness.waiting_memory(start_all, lambda: waiting, n)
+        started = time.perf_counter()
+
+        async def wake(i: int) -> None:
+            await aiodurable.send(handles[i].workflow_id, i, "wake")
+
+        await harness.concurrently(wake, n, scale.start_in_flight)
+        results = await asyncio.gather(*(h.get_result() for h in handles))
+        elapsed = time.perf_counter() - started
+    if sorted(results) != list(range(n)):
+        raise RuntimeError("a waiting workflow returned the wrong message")
+    return {"bytes_per_waiting": per_workflow, "wake_all_s": elapsed}
+
+
+if __name__ == "__main__":
+    raise SystemExit(
+        harness.main("aiodurable", {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6})
+    )
