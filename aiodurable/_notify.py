@@ -30,7 +30,7 @@ from contextlib import contextmanager
 import asyncpg
 import orjson
 
-from ._clock import Clock
+from ._clock import Clock, SystemClock
 
 __all__ = ["Notifier", "Waiter"]
 
@@ -66,12 +66,22 @@ class Waiter:
         self._event.set()
 
     async def wait(self, deadline: float | None = None) -> bool:
-        """Wait for a wake-up, the fallback interval, or ``deadline``; True if woken."""
+        """Wait for a wake-up, for ``deadline`` on the runtime's clock, or for the fallback
+        interval; True if woken. The fallback is real time, not durable time: it guards against
+        a missed notification, so a test clock that skips days must not fire it."""
         clock = self._notifier.clock
         # Jitter spreads the fallback re-reads of many waiters over time.
-        fallback = clock.now() + self._notifier.fallback_interval * random.uniform(0.9, 1.1)
-        until = fallback if deadline is None else min(deadline, fallback)
-        return await clock.wait(self._event, until)
+        fallback = self._notifier.fallback_interval * random.uniform(0.9, 1.1)
+        if isinstance(clock, SystemClock):  # durable time is real time: one timer serves both
+            until = clock.now() + fallback
+            return await clock.wait(
+                self._event, until if deadline is None else min(deadline, until)
+            )
+        try:
+            async with asyncio.timeout(fallback):
+                return await clock.wait(self._event, deadline)
+        except TimeoutError:
+            return self._event.is_set()
 
 
 class Notifier:

@@ -1041,9 +1041,11 @@ class Runtime:
         limit windows reopening, and now and then as a safety net."""
         retry_at: dict[str, float] = {}
         while True:
-            now = self.clock.now()
-            deadline = min([now + self._notify_fallback, *retry_at.values()])
-            await self.clock.wait(self._dispatch_wanted, deadline)
+            # Rate-limit windows are durable time (the clock); the safety re-read is real time.
+            window = min(retry_at.values(), default=None)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._notify_fallback):
+                    await self.clock.wait(self._dispatch_wanted, window)
             self._dispatch_wanted.clear()
             retry_at.clear()
             names = tuple(registered_names())

@@ -54,7 +54,9 @@ def transaction(
     transaction of the given ``isolation`` on the application database
     (``Runtime(app_database_url=)``, by default the system database). In a workflow, the output
     is journaled in the same transaction; outside one it is a plain transaction. An exception
-    from the body rolls back its writes and is journaled as the call's outcome.
+    from the body rolls back its writes and is journaled as the call's outcome. The connection
+    is pooled and not reset between uses beyond the rollback: change session settings with
+    ``SET LOCAL`` and take advisory locks with the ``_xact_`` functions.
     """
     if not isinstance(isolation, str) or isolation not in _ISOLATIONS:
         raise ValueError(

@@ -22,6 +22,9 @@ import pytest
 from aiodurable import Runtime
 from aiodurable._embedded import EmbeddedPostgres
 
+# The project's own tests use its pytest plugin too (aiodurable.testing's durable_* fixtures).
+pytest_plugins = ["aiodurable.testing"]
+
 # Tests never crash the server itself, so durability of its disk writes buys them nothing.
 _FAST = {"fsync": "off", "full_page_writes": "off", "max_connections": "400"}
 
@@ -83,3 +86,9 @@ def runtime(database_url: str, schema: str) -> RuntimeFactory:
             yield rt
 
     return make
+
+
+@pytest.fixture(scope="session")
+def durable_database_url(database_url: str) -> str:
+    """aiodurable.testing's runtimes use this session's server (one server, not two)."""
+    return database_url
