@@ -302,6 +302,17 @@ class Store:
             f" SELECT workflow_id, {notify}, CASE WHEN queue_name IS NOT NULL THEN"
             f" pg_notify('{self.channel}', json_build_array('q', queue_name)::text) END FROM done"
         )
+        self._sql_insert_workflows = (
+            f"WITH ins AS (INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs,"
+            " created_at, updated_at, app_version, executor_id, parent_workflow_id, deadline_at,"
+            " queue_name) SELECT i, st, n, f, inp, c, c, v, e, p, d, q FROM unnest($1::text[],"
+            " $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[], $7::text[],"
+            " $8::text[], $9::text[], $10::bigint[], $11::text[])"
+            " AS t(i, st, n, f, inp, c, v, e, p, d, q)"
+            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, status)"
+            f" SELECT workflow_id, {notify} FROM ins"
+        )
+        self._insert_batch: Batcher[tuple[object, ...], bool] = Batcher(self._insert_many)
         self._steps_batch: Batcher[tuple[str, StepRow], StepRow | None] = Batcher(
             self._record_steps
         )
@@ -411,6 +422,7 @@ class Store:
 
     async def close(self) -> None:
         """Stop the batches in flight and close the pool."""
+        await self._insert_batch.close()
         await self._steps_batch.close()
         await self._finish_batch.close()
         await self.pool.close()
@@ -480,8 +492,17 @@ class Store:
             None if w.deadline_at is None else ms(w.deadline_at),
             w.queue_name,
         )
-        inserted = await self._run(lambda c: c.fetchval(self._sql_insert_workflow, *args))
-        return bool(inserted)
+        return await self._insert_batch.submit(args)
+
+    async def _insert_many(self, batch: Sequence[tuple[object, ...]]) -> list[bool]:
+        """Record several new workflows in one statement (group commit)."""
+        if len(batch) == 1:
+            inserted = await self._run(lambda c: c.fetchval(self._sql_insert_workflow, *batch[0]))
+            return [bool(inserted)]
+        columns = [list(column) for column in zip(*batch, strict=True)]
+        rows = await self._run(lambda c: c.fetch(self._sql_insert_workflows, *columns))
+        taken = {r["workflow_id"] for r in rows}
+        return [args[0] in taken for args in batch]
 
     async def get_workflow(self, workflow_id: str) -> WorkflowRow | None:
         """The workflow's row, or None."""
