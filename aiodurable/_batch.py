@@ -1,8 +1,8 @@
 """Group commit: writes that arrive together go to PostgreSQL in one round trip.
 
-A :class:`Batcher` sends a lone write at once. While ``max_in_flight`` batches are on their way,
-later writes wait in a queue and leave together in the next batch, as one statement (one
-transaction, one commit). Each caller resumes only when the statement carrying its row has
+A :class:`Batcher` sends a lone write at once, from the caller's own task. While
+``max_in_flight`` batches are on their way, later writes wait in a queue and leave together in
+the next batch, as one statement (one transaction, one commit). Each caller resumes only when the statement carrying its row has
 committed, so a checkpoint is as durable as if it had been written alone; concurrent workflows
 simply share commits, which is where the cost of a write lies.
 """
@@ -35,15 +35,30 @@ class Batcher(Generic[I, O]):
         self._max_in_flight = max_in_flight
         self._queue: list[tuple[I, asyncio.Future[O]]] = []
         self._flights: set[asyncio.Task[None]] = set()
+        self._inline = 0
+
+    def _busy(self) -> int:
+        """Batches on their way: written by their callers, or flying in tasks."""
+        return self._inline + len(self._flights)
 
     async def submit(self, item: I) -> O:
         """Write ``item`` with the next batch; return its outcome once that batch committed."""
+        if not self._queue and self._busy() < self._max_in_flight:
+            # Alone: the caller writes its own row, with no task in between (sequential latency).
+            self._inline += 1
+            try:
+                return (await self._flush([item]))[0]
+            finally:
+                self._inline -= 1
+                if self._queue and self._busy() < self._max_in_flight:
+                    self._take_off()
         future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if len(self._flights) < self._max_in_flight:
+        if self._busy() < self._max_in_flight:
             self._take_off()
-        # Shielded: a caller that is cancelled leaves its write in flight, as any write would be.
-        return await asyncio.shield(future)
+        # A caller that is cancelled cancels only its own future: the batch flies on, as a
+        # write already sent would.
+        return await future
 
     def _take_off(self) -> None:
         batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
@@ -53,7 +68,7 @@ class Batcher(Generic[I, O]):
 
     def _landed(self, flight: asyncio.Task[None]) -> None:
         self._flights.discard(flight)
-        if self._queue and len(self._flights) < self._max_in_flight:
+        if self._queue and self._busy() < self._max_in_flight:
             self._take_off()
 
     async def _fly(self, batch: list[tuple[I, asyncio.Future[O]]]) -> None:

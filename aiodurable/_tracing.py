@@ -101,9 +101,17 @@ _UNTRACED = _Untraced()
 def _tracing() -> bool:
     """Whether spans are recorded: OpenTelemetry is installed and the application has set a
     tracer provider (until then the global one is a proxy whose spans go nowhere)."""
-    return _tracer is not None and not isinstance(
-        _otel_trace.get_tracer_provider(), _otel_trace.ProxyTracerProvider
-    )
+    if _tracer is None:
+        return False
+    # The global set by set_tracer_provider, read directly: get_tracer_provider() consults the
+    # environment on every call, which would cost more than the rest of a step.
+    provider = getattr(_otel_trace, "_TRACER_PROVIDER", _MISSING)
+    if provider is _MISSING:
+        provider = _otel_trace.get_tracer_provider()
+    return provider is not None and not isinstance(provider, _otel_trace.ProxyTracerProvider)
+
+
+_MISSING = object()
 
 
 def workflow_span(name: str, workflow_id: str) -> AbstractContextManager[WorkflowSpan]:
