@@ -239,3 +239,31 @@ async def test_exhausted_retries_replay_as_max_retries_exceeded(runtime: Runtime
         with pytest.raises(MaxRetriesExceeded, match="failed 3 times"):
             rt.replay(handle.workflow_id, journal[1], None)
     assert attempts["replayed"] == 3
+
+
+first_attempts: dict[str, asyncio.Event] = {}
+
+
+@step(retry=Retry(max_attempts=10, interval=3600.0))
+async def fails_slowly(key: str) -> None:
+    attempts[key] += 1
+    first_attempts.setdefault(key, asyncio.Event()).set()
+    raise Flaky("down for a while")
+
+
+@workflow()
+async def backs_off(key: str) -> None:
+    await fails_slowly(key)
+
+
+async def test_cancel_interrupts_a_retry_backoff_at_once(runtime: RuntimeFactory) -> None:
+    """A workflow waiting an hour between two attempts of a step stops as soon as it is
+    cancelled, and the step is not attempted again."""
+    async with runtime() as rt:
+        handle = await rt.start_workflow(backs_off, "backoff")
+        await first_attempts.setdefault("backoff", asyncio.Event()).wait()
+        await rt.cancel_workflow(handle.workflow_id)
+        async with asyncio.timeout(5):  # not the hour of the backoff
+            await rt.wait_stopped(handle.workflow_id)
+        assert (await handle.get_status()).status is WorkflowStatus.CANCELLED
+        assert attempts["backoff"] == 1
