@@ -615,12 +615,28 @@ class Runtime:
         if running is not None:
             return WorkflowHandle(self, wid, hint=hint, future=running.future)
         row = await self.store.get_workflow(wid)
+        if row is not None and self._is_own_lost_insert(row, new):
+            # Our insert committed but its answer was lost with the connection: run it now.
+            future = self._launch(wdef, wid, args, kwargs, {}, deadline)
+            return WorkflowHandle(self, wid, hint=hint, future=future)
         if row is not None and row.name != wdef.name:
             raise DuplicateWorkflowError(
                 f"workflow ID {wid!r} is already taken by a workflow of {row.name!r}, so it"
                 f" cannot run {wdef.name!r}; choose another workflow ID"
             )
         return WorkflowHandle(self, wid, hint=hint)
+
+    def _is_own_lost_insert(self, row: WorkflowRow, new: NewWorkflow) -> bool:
+        """Whether ``row`` is exactly the row this call tried to insert (same executor, inputs
+        and creation time, to the millisecond) and nothing runs it here."""
+        return (
+            row.status == "PENDING"
+            and row.executor_id == new.executor_id
+            and row.inputs == new.inputs
+            and round(row.created_at * 1000) == round(new.created_at * 1000)
+            and row.workflow_id not in self._running
+            and row.workflow_id not in self._launching
+        )
 
     async def start_child(
         self,

@@ -689,17 +689,28 @@ class Store:
         Returns the journal entry, or None when no message is queued. When the function ID is
         already journaled, nothing is consumed and the existing entry is returned."""
 
+        attempts = 0
+
         async def op(c: Conn) -> StepRow | None:
+            nonlocal attempts
+            attempts += 1
             try:
                 row = await c.fetchrow(
                     self._sql_consume, workflow_id, topic, function_id, name, ms(now)
                 )
             except asyncpg.UniqueViolationError:
-                existing = await c.fetchrow(self._sql_get_step, workflow_id, function_id)
-                return None if existing is None else _step(existing)
-            if row is None:
-                return None
-            return StepRow(function_id, name, row["format"], row["value"], None, None, now, now)
+                row = None
+            else:
+                if row is not None:
+                    return StepRow(
+                        function_id, name, row["format"], row["value"], None, None, now, now
+                    )
+                if attempts == 1:
+                    return None
+            # Journaled already: by another execution, or by our own first attempt whose answer
+            # was lost with its connection (the message it consumed is in the entry).
+            existing = await c.fetchrow(self._sql_get_step, workflow_id, function_id)
+            return None if existing is None else _step(existing)
 
         return await self._run(op)
 

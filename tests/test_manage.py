@@ -317,7 +317,8 @@ async def test_children_inherit_the_deadline(runtime: RuntimeFactory) -> None:
         }
         assert rows[handle.workflow_id] is not None
         assert rows[handle.workflow_id] == rows[child_id]
-        assert rows[child_id] is not None and rows[child_id] > time.time() + 25
+        child_deadline = rows[child_id]
+        assert child_deadline is not None and child_deadline > time.time() + 25
         release(child_id)
         assert await handle.get_result() == "child"
 
