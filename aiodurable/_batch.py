@@ -2,9 +2,10 @@
 
 A :class:`Batcher` sends a lone write at once, from the caller's own task. While
 ``max_in_flight`` batches are on their way, later writes wait in a queue and leave together in
-the next batch, as one statement (one transaction, one commit). Each caller resumes only when the statement carrying its row has
-committed, so a checkpoint is as durable as if it had been written alone; concurrent workflows
-simply share commits, which is where the cost of a write lies.
+the next batch, as one statement (one transaction, one commit). Each caller resumes only when
+the statement carrying its row has committed, so a checkpoint is as durable as if it had been
+written alone; concurrent workflows simply share commits, which is where the cost of a write
+lies.
 """
 
 from __future__ import annotations
