@@ -9,7 +9,7 @@ synchronously, when it is called, before its first ``await``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -78,9 +78,11 @@ class WorkflowContext:
         if self.cancelled:
             raise asyncio.CancelledError(f"workflow {self.workflow_id!r} was cancelled")
 
-    async def interruptible(self, wait: Awaitable[T]) -> T:
+    async def interruptible(self, wait: Coroutine[Any, Any, T]) -> T:
         """Await a durable wait (sleep, recv, backoff) that a cancel may interrupt at once."""
-        self.check_cancelled()
+        if self.cancelled:
+            wait.close()  # never started: close it rather than leave it unawaited
+            self.check_cancelled()
         self.waits += 1
         try:
             return await wait
