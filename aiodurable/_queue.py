@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from ._context import (
-    WorkflowContext,
     current_workflow,
     in_step,
     take_assigned_id,
@@ -25,7 +24,7 @@ from ._context import (
 from ._exceptions import DuplicateWorkflowError
 from ._handle import WorkflowHandle
 from ._serde import return_hint
-from ._store import NewWorkflow, StepRow
+from ._store import NewWorkflow
 from ._workflow import WorkflowDef, check_id, definition_of
 
 if TYPE_CHECKING:
@@ -202,31 +201,13 @@ class EnqueueOptions:
         parent = current_workflow()
         if parent is not None and not in_step() and parent.runtime is rt:
             function_id = parent.next_function_id()
-            return self._enqueue_child(rt, parent, function_id, wdef, args, kwargs, assigned)
-        return self._enqueue(rt, wdef, args, kwargs, assigned, None)
+            parent_id = parent.workflow_id
 
-    async def _enqueue_child(
-        self,
-        rt: Runtime,
-        parent: WorkflowContext,
-        function_id: int,
-        wdef: WorkflowDef,
-        args: tuple[object, ...],
-        kwargs: dict[str, object],
-        assigned: str | None,
-    ) -> WorkflowHandle[Any]:
-        entry = parent.recorded(function_id, wdef.name)
-        if entry is not None and entry.child_workflow_id is not None:
-            return rt.handle(entry.child_workflow_id, wdef.name)
-        parent.check_cancelled()
-        child_id = assigned or f"{parent.workflow_id}-{function_id}"
-        handle = await self._enqueue(rt, wdef, args, kwargs, child_id, parent.workflow_id)
-        now = rt.clock.now()
-        await rt.checkpoint(
-            parent,
-            StepRow(function_id, wdef.name, "json", None, None, handle.workflow_id, now, now),
-        )
-        return handle
+            def enqueue(child_id: str) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
+                return self._enqueue(rt, wdef, args, kwargs, child_id, parent_id)
+
+            return rt.attach_child(parent, function_id, wdef.name, assigned, enqueue)
+        return self._enqueue(rt, wdef, args, kwargs, assigned, None)
 
     async def _enqueue(
         self,

@@ -638,7 +638,7 @@ class Runtime:
             and row.workflow_id not in self._launching
         )
 
-    async def start_child(
+    def start_child(
         self,
         parent: WorkflowContext,
         function_id: int,
@@ -646,19 +646,32 @@ class Runtime:
         args: tuple[object, ...],
         kwargs: dict[str, object],
         assigned: str | None,
-    ) -> WorkflowHandle[Any]:
+    ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
         """Start (or, on replay, re-attach to) the child recorded at ``function_id``."""
-        entry = parent.recorded(function_id, wdef.name)
+
+        def start(child_id: str) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
+            return self.start(wdef, args, kwargs, workflow_id=child_id, parent=parent)
+
+        return self.attach_child(parent, function_id, wdef.name, assigned, start)
+
+    async def attach_child(
+        self,
+        parent: WorkflowContext,
+        function_id: int,
+        name: str,
+        assigned: str | None,
+        start: Callable[[str], Coroutine[Any, Any, WorkflowHandle[Any]]],
+    ) -> WorkflowHandle[Any]:
+        """The child recorded at ``function_id``, or a new one made by ``start(child_id)`` and
+        journaled there, so a recovered parent re-attaches to the same child. The child's ID is
+        ``{parent}-{function_id}`` unless one was assigned."""
+        entry = parent.recorded(function_id, name)
         if entry is not None and entry.child_workflow_id is not None:
-            child_id = entry.child_workflow_id
-            running = self._running.get(child_id)
-            future = None if running is None else running.future
-            return WorkflowHandle(self, child_id, hint=return_hint(wdef.fn), future=future)
+            return self.handle(entry.child_workflow_id, name)
         parent.check_cancelled()
-        child_id = assigned or f"{parent.workflow_id}-{function_id}"
-        handle = await self.start(wdef, args, kwargs, workflow_id=child_id, parent=parent)
+        handle = await start(assigned or f"{parent.workflow_id}-{function_id}")
         now = self.clock.now()
-        row = StepRow(function_id, wdef.name, "json", None, None, child_id, now, now)
+        row = StepRow(function_id, name, "json", None, None, handle.workflow_id, now, now)
         await self.checkpoint(parent, row)
         return handle
 

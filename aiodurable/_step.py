@@ -21,7 +21,7 @@ from ._serde import encode_exception, return_hint
 from ._store import StepRow
 from ._tracing import step_span
 
-__all__ = ["StepDef", "run_checkpointed", "step"]
+__all__ = ["StepDef", "checkpoint_failure", "run_checkpointed", "step"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -61,6 +61,16 @@ class StepDef:
                 await ctx.interruptible(clock.sleep_until(clock.now() + retry.delay(len(errors))))
 
 
+async def checkpoint_failure(
+    ctx: WorkflowContext, function_id: int, name: str, exc: BaseException, started: float
+) -> StepRow | None:
+    """Journal ``exc`` as the outcome of the call at ``function_id``; return the entry already
+    there if another execution journaled it first (None when ours was written)."""
+    now = ctx.runtime.clock.now()
+    row = StepRow(function_id, name, "json", None, encode_exception(exc), None, started, now)
+    return await ctx.runtime.checkpoint(ctx, row)
+
+
 async def run_checkpointed(
     ctx: WorkflowContext,
     function_id: int,
@@ -78,17 +88,7 @@ async def run_checkpointed(
             with step_span(name, ctx.workflow_id, function_id), step_body(name):
                 result = await body()
         except Exception as exc:
-            row = StepRow(
-                function_id,
-                name,
-                "json",
-                None,
-                encode_exception(exc),
-                None,
-                started,
-                runtime.clock.now(),
-            )
-            entry = await runtime.checkpoint(ctx, row)
+            entry = await checkpoint_failure(ctx, function_id, name, exc, started)
             if entry is None:
                 raise
         else:

@@ -25,7 +25,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from ._context import WorkflowContext, current_workflow, in_step, step_body
 from ._exceptions import DatabaseUnavailable
-from ._serde import encode_exception, return_hint
+from ._serde import return_hint
+from ._step import checkpoint_failure
 from ._store import TRANSIENT, StepRow
 from ._tracing import step_span
 
@@ -252,17 +253,7 @@ async def _journaled(
             continue
         except Exception as exc:
             # The body's writes rolled back; the failure itself is the step's outcome.
-            row = StepRow(
-                function_id,
-                name,
-                "json",
-                None,
-                encode_exception(exc),
-                None,
-                started,
-                rt.clock.now(),
-            )
-            recorded = await rt.checkpoint(ctx, row)
+            recorded = await checkpoint_failure(ctx, function_id, name, exc, started)
             if recorded is None:
                 raise
             existing = recorded

@@ -277,3 +277,25 @@ async def test_queue_drains_after_sigkill_of_a_worker(
     assert len(journaled_busy) == 12
     # Only jobs in flight at the kill may have run their step twice.
     assert sum(n - 1 for n in executions.values()) <= 2
+
+
+@workflow()
+async def fans_out(tags: list[str]) -> list[str]:
+    handles = [await plain.enqueue(tagged, tag) for tag in tags]
+    return [await h.get_result() for h in handles]
+
+
+async def test_enqueue_in_a_workflow_makes_journaled_children(runtime: RuntimeFactory) -> None:
+    """A workflow that enqueues gets children with deterministic IDs, journaled in its steps,
+    which a replay re-attaches to instead of enqueueing again."""
+    async with runtime() as rt:
+        handle = await rt.start_workflow(fans_out, ["c1", "c2"])
+        assert await handle.get_result() == ["c1", "c2"]
+        wid = handle.workflow_id
+        steps = await rt.list_steps(wid)
+        assert [s.child_workflow_id for s in steps] == [f"{wid}-1", f"{wid}-2"]
+        children = await rt.list_workflows(queue_name="plain", workflow_id_prefix=wid)
+        assert {c.workflow_id for c in children} == {f"{wid}-1", f"{wid}-2"}
+        assert all(c.parent_workflow_id == wid for c in children)
+        await rt.check_replay(wid)
+        assert runs["c1"] == runs["c2"] == 1
