@@ -48,7 +48,7 @@ class Waiter:
     def __init__(self, notifier: Notifier, key: Key) -> None:
         self._notifier = notifier
         self._event = asyncio.Event()
-        self.key = key
+        self.key: Key = key
 
     def __enter__(self) -> Waiter:
         self._notifier._register(self)

@@ -1,32 +1,22 @@
 """Shared fixtures: one real PostgreSQL for the session, a fresh schema for each test.
 
-The server is the embedded one (started here in a throwaway folder) unless
-``AIODURABLE_TEST_DATABASE_URL`` names another.
+They come from the project's own pytest plugin, ``aiodurable.testing``: the server is the
+embedded one (started in a throwaway folder) unless ``AIODURABLE_TEST_DATABASE_URL`` names
+another.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from aiodurable import Runtime
-from aiodurable._embedded import EmbeddedPostgres
 
 # The project's own tests use its pytest plugin too (aiodurable.testing's durable_* fixtures).
 pytest_plugins = ["aiodurable.testing"]
-
-# Tests never crash the server itself, so durability of its disk writes buys them nothing.
-_FAST = {"fsync": "off", "full_page_writes": "off", "max_connections": "400"}
 
 
 @pytest.fixture(scope="session")
@@ -36,38 +26,15 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """The URL of the session's PostgreSQL."""
-    url = os.environ.get("AIODURABLE_TEST_DATABASE_URL")
-    if url:
-        yield url
-        return
-    # A folder the unprivileged server account can reach when the tests run as root.
-    base = Path(tempfile.mkdtemp(prefix="aiodurable-tests-"))
-    base.chmod(0o755)
-    server = EmbeddedPostgres(base / "pg", settings=_FAST)
-    url = asyncio.run(server.start())
-    try:
-        yield url
-    finally:
-        asyncio.run(server.stop())
-        shutil.rmtree(base, ignore_errors=True)
+def database_url(durable_database_url: str) -> str:
+    """The URL of the session's PostgreSQL (the plugin's: embedded, or the test database)."""
+    return durable_database_url
 
 
 @pytest.fixture
-def schema(database_url: str) -> Iterator[str]:
+def schema(durable_schema: str) -> str:
     """A schema name of this test's own, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield name
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    return durable_schema
 
 
 RuntimeFactory = Callable[..., AbstractAsyncContextManager[Runtime]]
@@ -86,9 +53,3 @@ def runtime(database_url: str, schema: str) -> RuntimeFactory:
             yield rt
 
     return make
-
-
-@pytest.fixture(scope="session")
-def durable_database_url(database_url: str) -> str:
-    """aiodurable.testing's runtimes use this session's server (one server, not two)."""
-    return database_url

@@ -53,7 +53,7 @@ class Console:
         self._database_url = database_url
         self._schema = schema
         self.guard = guard
-        self.live = Live(self.runtime)
+        self.live: Live = Live(self.runtime)
 
     def runtime(self) -> Runtime:
         """The open runtime the console reads and steers through."""

@@ -111,8 +111,8 @@ class Guard:
         self.token = token
         # The cookie holds the token's digest: any token text fits in it, and the token itself
         # is never echoed back.
-        self.digest = None if token is None else _digest(token)
-        self.secret = secrets.token_bytes(32)
+        self.digest: str | None = None if token is None else _digest(token)
+        self.secret: bytes = secrets.token_bytes(32)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

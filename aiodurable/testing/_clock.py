@@ -126,7 +126,7 @@ class TestClock:
         self._auto = auto_advance
         self._driver: asyncio.Task[None] | None = None
         self.settle_timeout = settle_timeout
-        self.fired = 0
+        self.fired: int = 0
         """How many timers this clock has fired."""
 
     def __repr__(self) -> str:
