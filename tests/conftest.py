@@ -7,10 +7,13 @@ another.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import asyncpg
 import pytest
 
 from aiodurable import Runtime
@@ -32,9 +35,20 @@ def database_url(durable_database_url: str) -> str:
 
 
 @pytest.fixture
-def schema(durable_schema: str) -> str:
-    """A schema name of this test's own, dropped afterwards."""
-    return durable_schema
+def schema(database_url: str) -> Iterator[str]:
+    """A schema name of this test's own (not the plugin's ``durable_schema``: a test may use
+    both), dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
 
 
 RuntimeFactory = Callable[..., AbstractAsyncContextManager[Runtime]]
