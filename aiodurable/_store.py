@@ -471,7 +471,10 @@ class Store:
                         f"PostgreSQL stayed unreachable for {self._retry_for:g} s"
                         f" ({type(exc).__name__}: {exc})"
                     ) from exc
-                logger.warning("database connection failed (%s); retrying in %.2f s", exc, delay)
+                # A dropped connection that the next attempt replaces is routine; say so loudly
+                # only once the database has stayed away for a while.
+                level = logging.WARNING if delay >= 0.4 else logging.INFO
+                logger.log(level, "database connection failed (%s); retrying in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
