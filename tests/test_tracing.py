@@ -19,18 +19,32 @@ from .conftest import RuntimeFactory
 
 pytestmark = pytest.mark.anyio
 
+class _Gated(SimpleSpanProcessor):
+    """Exports only while a test of this module listens: every other test of the session runs
+    under this provider too, and its spans must not pile up in memory."""
+
+    listening = False
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.listening:
+            super().on_end(span)
+
+
 # The global provider can be set once per process: this module sets it at import, once.
 _exporter = InMemorySpanExporter()
+_processor = _Gated(_exporter)
 _provider = TracerProvider()
-_provider.add_span_processor(SimpleSpanProcessor(_exporter))
+_provider.add_span_processor(_processor)
 trace.set_tracer_provider(_provider)
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    """The in-memory exporter, emptied before and after the test."""
+    """The in-memory exporter, recording for the duration of the test only."""
     _exporter.clear()
+    _processor.listening = True
     yield _exporter
+    _processor.listening = False
     _exporter.clear()
 
 
