@@ -19,6 +19,7 @@ from .conftest import RuntimeFactory
 
 pytestmark = pytest.mark.anyio
 
+
 class _Gated(SimpleSpanProcessor):
     """Exports only while a test of this module listens: every other test of the session runs
     under this provider too, and its spans must not pile up in memory."""
