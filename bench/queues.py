@@ -15,7 +15,7 @@ import statistics
 import time
 import uuid
 
-from aiodurable import Queue, Runtime, step, workflow
+from aiodurable import Queue, Runtime, WorkflowHandle, step, workflow
 
 idle = Queue("bench-idle")
 wide = Queue("bench-wide", concurrency=64)
@@ -52,14 +52,18 @@ async def main(url: str | None, count: int) -> None:
             f" p99 {latencies[round(0.99 * len(latencies)) - 1]:.2f} ms"
         )
         began = time.perf_counter()
-        batch = [await wide.enqueue(noop) for _ in range(count)]
+        batch: list[WorkflowHandle[None]] = []
+        for start in range(0, count, 64):  # 64 callers enqueueing at once
+            size = min(64, count - start)
+            batch += await asyncio.gather(*(wide.enqueue(noop) for _ in range(size)))
         enqueued_in = time.perf_counter() - began
         for queued in batch:
             await queued.get_result()
         elapsed = time.perf_counter() - began
         print(
             f"{count:,} no-op queued workflows, concurrency 64: {count / elapsed:,.0f}"
-            f" workflows/s end to end (enqueueing took {enqueued_in:.1f} s)"
+            f" workflows/s end to end (enqueued by 64 callers in {enqueued_in:.1f} s, while"
+            " the dispatcher was already running them)"
         )
         async with rt.store.pool.acquire() as conn:
             await conn.execute(f"DROP SCHEMA {schema} CASCADE")
