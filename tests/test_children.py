@@ -3,7 +3,6 @@ without awaiting, re-attaching after a lost checkpoint, and a parent SIGKILLed m
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 
@@ -14,35 +13,25 @@ import aiodurable
 from aiodurable import WorkflowHandle, WorkflowStatus, step, workflow
 
 from .conftest import RuntimeFactory
+from .gates import Gates
 from .proc import Child
 
 pytestmark = pytest.mark.anyio
 
 # How many times each child's step ran, by workflow ID: the side-effect counter the tests read.
 runs: Counter[str] = Counter()
-gates: dict[str, asyncio.Event] = {}
-arrivals: dict[str, asyncio.Event] = {}
+gates = Gates()
+parked = gates.arrived
+release = gates.release
 
 
 class ChildError(Exception):
     """A failure raised by a child, which its parent must see as itself."""
 
 
-async def parked(workflow_id: str) -> None:
-    """Wait until the workflow has reached its gate."""
-    await arrivals.setdefault(workflow_id, asyncio.Event()).wait()
-
-
-def release(workflow_id: str) -> None:
-    """Let the workflow pass its gate."""
-    gates.setdefault(workflow_id, asyncio.Event()).set()
-
-
 @step()
 async def wait_for_gate() -> None:
-    wid = aiodurable.current_workflow_id()
-    arrivals.setdefault(wid, asyncio.Event()).set()
-    await gates.setdefault(wid, asyncio.Event()).wait()
+    await gates.park()
 
 
 @step()

@@ -21,27 +21,15 @@ from aiodurable import (
 )
 
 from .conftest import RuntimeFactory
+from .gates import Gates
 from .proc import Child
 
 pytestmark = pytest.mark.anyio
 
 runs: Counter[tuple[str, str]] = Counter()
-gates: dict[str, asyncio.Event] = {}
-arrivals: dict[str, asyncio.Event] = {}
-
-
-def _event(table: dict[str, asyncio.Event], wid: str) -> asyncio.Event:
-    return table.setdefault(wid, asyncio.Event())
-
-
-async def arrived(wid: str) -> None:
-    """Wait until the workflow reached its gate."""
-    await _event(arrivals, wid).wait()
-
-
-def release(wid: str) -> None:
-    """Let the workflow pass its gate."""
-    _event(gates, wid).set()
+gates = Gates()
+arrived = gates.arrived
+release = gates.release
 
 
 @step()
@@ -54,8 +42,8 @@ async def work(label: str) -> str:
 async def gate() -> str:
     wid = aiodurable.current_workflow_id()
     runs[(wid, "gate")] += 1
-    _event(arrivals, wid).set()
-    await _event(gates, wid).wait()
+    gates.arrival(wid).set()
+    await gates.gate(wid).wait()
     return "passed"
 
 
@@ -69,7 +57,7 @@ async def three_steps(tag: str) -> str:
 
 @workflow()
 async def waits_for_message() -> object:
-    _event(arrivals, aiodurable.current_workflow_id()).set()
+    gates.arrival(aiodurable.current_workflow_id()).set()
     return await aiodurable.recv("never", timeout=60)
 
 

@@ -19,35 +19,25 @@ import aiodurable
 from aiodurable import WorkflowStatus, step, transaction, workflow
 
 from .conftest import RuntimeFactory
+from .gates import Gates
 from .proc import Child
 
 pytestmark = pytest.mark.anyio
 
 # How many times each transaction body ran, by key: the side-effect counter the tests read.
 runs: Counter[str] = Counter()
-gates: dict[str, asyncio.Event] = {}
-arrivals: dict[str, asyncio.Event] = {}
+gates = Gates()
+parked = gates.arrived
+release = gates.release
 
 
 class LedgerError(Exception):
     """A domain error a transaction body raises after writing."""
 
 
-async def parked(workflow_id: str) -> None:
-    """Wait until the workflow has reached its gate."""
-    await arrivals.setdefault(workflow_id, asyncio.Event()).wait()
-
-
-def release(workflow_id: str) -> None:
-    """Let the workflow pass its gate."""
-    gates.setdefault(workflow_id, asyncio.Event()).set()
-
-
 @step()
 async def wait_for_gate() -> None:
-    wid = aiodurable.current_workflow_id()
-    arrivals.setdefault(wid, asyncio.Event()).set()
-    await gates.setdefault(wid, asyncio.Event()).wait()
+    await gates.park()
 
 
 @transaction()

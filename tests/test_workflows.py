@@ -27,19 +27,15 @@ from aiodurable import (
 )
 
 from .conftest import RuntimeFactory
+from .gates import Gates
 
 pytestmark = pytest.mark.anyio
 
 # What each step body did, per workflow ID: the side-effect counter the assertions read.
 runs: Counter[tuple[str, str]] = Counter()
 # Workflows park on a gate until a test releases them, and say when they arrive there.
-gates: dict[str, asyncio.Event] = {}
-arrivals: dict[str, asyncio.Event] = {}
-
-
-async def parked(workflow_id: str) -> None:
-    """Wait until the workflow has reached its gate."""
-    await arrivals.setdefault(workflow_id, asyncio.Event()).wait()
+gates = Gates()
+parked = gates.arrived
 
 
 @dataclass(frozen=True)
@@ -102,9 +98,7 @@ async def outer() -> str:
 
 
 async def _gate() -> None:
-    wid = aiodurable.current_workflow_id()
-    arrivals.setdefault(wid, asyncio.Event()).set()
-    await gates.setdefault(wid, asyncio.Event()).wait()
+    await gates.park()
 
 
 @step()
@@ -281,8 +275,7 @@ async def test_replay_returns_recorded_values_types_and_gather_order(
         await parked(wid)
         journal_before = await rt.store.load_journal(wid)
     # The first runtime closed with the workflow parked in its fourth step: it stays PENDING.
-    gates[wid] = asyncio.Event()
-    gates[wid].set()
+    gates.release(wid)
     async with runtime() as rt:
         result = await (await rt.retrieve_workflow(wid)).get_result()
     receipt = Receipt("r-1", 5, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
@@ -317,7 +310,7 @@ async def test_changed_code_raises_non_determinism_error_naming_both(
             await conn.execute(
                 f"UPDATE {rt.schema}.steps SET name = 'renamed_step' WHERE workflow_id = $1", wid
             )
-    gates.setdefault(wid, asyncio.Event()).set()
+    gates.release(wid)
     async with runtime() as rt:
         with pytest.raises(NonDeterminismError, match=r"renamed_step.*charge"):
             await (await rt.retrieve_workflow(wid)).get_result()
@@ -394,7 +387,7 @@ async def test_unknown_workflow_name_is_left_pending_and_others_recover(
                 " VALUES ('ghost', 'PENDING', 'gone.module:vanished', 'json',"
                 " '{\"args\":[],\"kwargs\":{}}', 0, 0, 'test-version', 'test-executor')"
             )
-    gates.setdefault(wid, asyncio.Event()).set()
+    gates.release(wid)
     async with runtime() as rt:
         assert await (await rt.retrieve_workflow(wid)).get_result() == "one"
         ghost = await rt.get_workflow_status("ghost")
@@ -414,7 +407,7 @@ async def test_get_result_is_woken_by_notify_from_another_runtime(
             waiting = asyncio.ensure_future((await watcher.retrieve_workflow(wid)).get_result())
             await asyncio.sleep(0.05)
             assert not waiting.done()
-            gates.setdefault(wid, asyncio.Event()).set()
+            gates.release(wid)
             async with asyncio.timeout(5):
                 assert await waiting == "one"
 
