@@ -58,14 +58,14 @@ async def list_workflows(
     limit: int | None = None,
     offset: int | None = None,
     sort_desc: bool = False,
-    load_input: bool = False,
-    load_output: bool = False,
+    load_input: bool = True,
+    load_output: bool = True,
 ) -> list[WorkflowInfo]:
     """Workflows matching every filter given, oldest first (``sort_desc``: newest first).
 
     ``status`` takes one status or several; ``start_time``/``end_time`` bound the creation time
-    (aware datetimes or POSIX timestamps); inputs and outputs are decoded only when
-    ``load_input``/``load_output`` ask for them.
+    (aware datetimes or POSIX timestamps); ``load_input=False``/``load_output=False`` leave
+    inputs and outputs out (``None``) of a long listing.
     """
     return await current_runtime().list_workflows(
         status=status,

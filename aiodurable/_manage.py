@@ -86,13 +86,13 @@ async def list_workflows(
     limit: int | None = None,
     offset: int | None = None,
     sort_desc: bool = False,
-    load_input: bool = False,
-    load_output: bool = False,
+    load_input: bool = True,
+    load_output: bool = True,
 ) -> list[WorkflowInfo]:
     """Workflows matching every filter given, oldest first (``sort_desc``: newest first).
 
     ``status`` takes one status or several; times filter on creation and take aware datetimes or
-    POSIX timestamps. Inputs and outputs are decoded only with ``load_input``/``load_output``.
+    POSIX timestamps. ``load_input=False``/``load_output=False`` leave inputs and outputs out.
     """
     query = WorkflowQuery(
         statuses=_statuses(status),

@@ -1230,8 +1230,8 @@ class Runtime:
         limit: int | None = None,
         offset: int | None = None,
         sort_desc: bool = False,
-        load_input: bool = False,
-        load_output: bool = False,
+        load_input: bool = True,
+        load_output: bool = True,
     ) -> list[WorkflowInfo]:
         """Workflows matching the filters; see :func:`aiodurable.list_workflows`."""
         self._check_open()

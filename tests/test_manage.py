@@ -106,12 +106,12 @@ async def test_list_workflows_filters_sorts_and_pages(runtime: RuntimeFactory) -
         with aiodurable.set_workflow_id("other-1"):
             await rt.start_workflow(waits_for_message)
 
-        done = await aiodurable.list_workflows(status="SUCCESS")
+        done = await aiodurable.list_workflows(
+            status="SUCCESS", load_input=False, load_output=False
+        )
         assert [w.workflow_id for w in done] == ["batch-0", "batch-1"]
         assert all(w.inputs is None and w.output is None for w in done)
-        loaded = await aiodurable.list_workflows(
-            status=WorkflowStatus.SUCCESS, load_input=True, load_output=True
-        )
+        loaded = await aiodurable.list_workflows(status=WorkflowStatus.SUCCESS)
         assert [w.output for w in loaded] == ["L0-1/passed/L0-3", "L1-1/passed/L1-3"]
         assert loaded[0].inputs == {"args": ["l0"], "kwargs": {}}
         pending = await aiodurable.list_workflows(status=["PENDING"], workflow_id_prefix="batch-")
