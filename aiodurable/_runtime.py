@@ -36,6 +36,7 @@ from ._context import (
 from ._exceptions import (
     DatabaseUnavailable,
     DuplicateWorkflowError,
+    DurableError,
     NonDeterminismError,
     NoRuntimeError,
     SerializationError,
@@ -79,6 +80,7 @@ R = TypeVar("R")
 
 _RECOVERY_BATCH = 500
 _DISPATCH_BATCH = 100
+_MAX_EXECUTOR_SUFFIX = 100
 
 
 class _State(enum.Enum):
@@ -249,7 +251,7 @@ class Runtime:
         self._exit_stack = contextlib.AsyncExitStack()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running: dict[str, _Running] = {}
-        self._holds_executor = False
+        self._executor_settled = False
         self._recovered: list[str] = []
         self._claim_wanted = asyncio.Event()
         self._launching: set[str] = set()
@@ -393,15 +395,7 @@ class Runtime:
         await self._notifier.start()
         self.spawn(self._notifier.run(), name="aiodurable notifier")
         if self._recover_on_open:
-            if self._holds_executor:
-                self._recovered = await self.recover()
-            else:
-                logger.warning(
-                    "executor ID %r is held by another live process; this runtime will take"
-                    " over its PENDING workflows only once that process is gone. Give each"
-                    " process its own AIODURABLE_EXECUTOR_ID.",
-                    self.executor_id,
-                )
+            self._recovered = await self.recover()
             self.spawn(self._maintain(), name="aiodurable maintenance")
             self.spawn(self._claim_loop(), name="aiodurable claimer")
             self.wake_claimer()
@@ -455,15 +449,42 @@ class Runtime:
             logger.error("aiodurable task %s failed", task.get_name(), exc_info=task.exception())
 
     async def _on_listen_connect(self, conn: asyncpg.Connection) -> None:
-        self._holds_executor = await self._try_hold_executor(conn)
+        """Hold this executor ID's session lock on the LISTEN connection: one live runtime per
+        executor ID, so that no two run (or recover) the same executor's workflows.
 
-    async def _try_hold_executor(self, conn: asyncpg.Connection) -> bool:
-        """Take this executor ID's session lock on the LISTEN connection, if it is free: one
-        live process per executor ID recovers that executor's workflows."""
+        When the ID is held by another live runtime, this one runs as ``ID-2`` (or ``-3``...):
+        the next free one, which a restart in the same order takes again. After a reconnect it
+        takes back the lock of the ID it runs as."""
+        if self._executor_settled:
+            if not await self._try_hold_executor(conn, self.executor_id):
+                logger.error(
+                    "executor ID %r was taken by another runtime while the connection was"
+                    " down; both may now run its workflows",
+                    self.executor_id,
+                )
+            return
+        base = self.executor_id
+        for n in range(1, _MAX_EXECUTOR_SUFFIX + 1):
+            candidate = base if n == 1 else f"{base}-{n}"
+            if await self._try_hold_executor(conn, candidate):
+                if candidate != base:
+                    logger.warning(
+                        "executor ID %r is held by another live runtime; this one runs as %r."
+                        " Give each process its own AIODURABLE_EXECUTOR_ID to choose.",
+                        base,
+                        candidate,
+                    )
+                self.executor_id = candidate
+                self._executor_settled = True
+                return
+        raise DurableError(
+            f"executor IDs {base!r} to {base}-{_MAX_EXECUTOR_SUFFIX} are all held by live"
+            " runtimes; set AIODURABLE_EXECUTOR_ID to a unique value per process"
+        )
+
+    async def _try_hold_executor(self, conn: asyncpg.Connection, executor_id: str) -> bool:
         held = await conn.fetchval(
-            "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))",
-            self.schema,
-            self.executor_id,
+            "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))", self.schema, executor_id
         )
         return bool(held)
 
@@ -503,35 +524,19 @@ class Runtime:
                 await self._launch_rows(rows)
 
     async def _maintain(self) -> None:
-        """Until this runtime holds its executor ID, try to take it over, then recover; look
-        for unassigned work now and then, in case a notification was missed."""
+        """Now and then: look for unassigned and queued work, in case a notification was
+        missed; pick up workflows recorded for this executor that nothing here runs (a dispatch
+        whose answer was lost with its connection, say); forget old idempotency keys of the
+        runtime's own."""
         while True:
             await asyncio.sleep(self._notify_fallback)
             self.wake_claimer()
             self.wake_dispatcher()
-            conn = self.notifier.connection
             try:
                 await self.store.forget_auto_keys(self.clock.now() - 86400)
-            except DatabaseUnavailable:
-                pass
-            if self._holds_executor:
-                # Workflows recorded for this executor that nothing here runs (a dispatch whose
-                # answer was lost with its connection, say) are picked up again.
-                try:
-                    await self.recover()
-                except DatabaseUnavailable as exc:
-                    logger.warning("self-check skipped: %s", exc)
-                continue
-            if conn is None:
-                continue
-            try:
-                held = await self._try_hold_executor(conn)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                continue
-            self._holds_executor = held
-            if held:
-                logger.info("executor ID %r is free again; recovering", self.executor_id)
                 await self.recover()
+            except DatabaseUnavailable as exc:
+                logger.warning("self-check skipped: %s", exc)
 
     def _on_signal(self, key: tuple[str, ...]) -> None:
         if len(key) == 3 and key[0] == "w" and key[2] == WorkflowStatus.CANCELLED:

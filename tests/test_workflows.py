@@ -424,3 +424,22 @@ async def test_runtime_cannot_be_reopened(runtime: RuntimeFactory) -> None:
         pass
     with pytest.raises(aiodurable.NoRuntimeError, match="create a new one"):
         await rt.open()
+
+
+async def test_second_live_runtime_with_one_executor_id_takes_the_next_free_one(
+    runtime: RuntimeFactory,
+) -> None:
+    """Two live runtimes given one executor ID do not share it: the second runs as `ID-2`, and
+    the first's periodic self-check never runs the second's workflows again."""
+    async with runtime(executor_id="same", notify_fallback=0.05) as first:
+        async with runtime(executor_id="same", notify_fallback=0.05) as second:
+            assert (first.executor_id, second.executor_id) == ("same", "same-2")
+            handle = await second.start_workflow(version_one)
+            wid = handle.workflow_id
+            await parked(wid)
+            await asyncio.sleep(0.3)  # several self-checks of both runtimes pass meanwhile
+            gates.release(wid)
+            assert await handle.get_result() == "one"
+            assert runs[(wid, "charge")] == 1
+            info = await handle.get_status()
+            assert (info.executor_id, info.recovery_attempts) == ("same-2", 0)
