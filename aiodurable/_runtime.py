@@ -185,12 +185,23 @@ class Runtime:
     last completed step. Closing it stops its workflows where they stand (they resume at the next
     start) and releases everything it opened.
 
-    Arguments: ``app_version`` (default ``AIODURABLE_APP_VERSION``, else a hash of the registered
-    workflows' source); ``executor_id`` (default ``AIODURABLE_EXECUTOR_ID``, else an ID stable
-    across restarts of this program on this machine); ``schema`` for the tables;
-    ``app_database_url`` for ``@transaction`` (default: the same database); ``serializer``
-    (default JSON); ``clock`` (default the wall clock); ``pool_size``; ``connect_timeout`` in
-    seconds; ``notify_fallback`` seconds between safety re-reads of a waiter.
+    Arguments:
+
+    - ``app_version``: default ``AIODURABLE_APP_VERSION``, else a hash of the registered
+      workflows' source.
+    - ``executor_id``: default ``AIODURABLE_EXECUTOR_ID``, else an ID stable across restarts of
+      this program on this machine; a second live runtime given an ID in use runs as ``ID-2``.
+    - ``schema`` for the tables; ``app_database_url`` for ``@transaction`` (default: the same
+      database); ``serializer`` (default JSON); ``clock`` (default the wall clock; see
+      :mod:`aiodurable.testing` for one that skips time).
+    - ``pool_size``; ``connect_timeout`` and ``command_timeout`` (per statement) in seconds.
+    - ``notify_fallback``: seconds between safety re-reads of a waiter, should a notification be
+      missed, and between the runtime's self-checks.
+    - ``recover=False`` opens a runtime that runs nothing by itself (no recovery, no queue
+      dispatch, no claiming): a client, like the command line.
+    - ``heartbeat_interval`` and ``executor_lease`` (seconds): liveness, and how long another
+      executor may stay silent before this runtime takes its workflows over.
+    - ``max_value_size``: the largest encoded input, output, message or event, in bytes.
     """
 
     def __init__(
