@@ -148,6 +148,22 @@ class WorkflowQuery:
     load_output: bool = False
 
 
+def _enqueue_args(w: NewWorkflow) -> tuple[object, ...]:
+    return (
+        w.workflow_id,
+        w.name,
+        w.format,
+        w.inputs,
+        ms(w.created_at),
+        w.app_version,
+        w.parent_workflow_id,
+        None if w.deadline_at is None else ms(w.deadline_at),
+        w.queue_name,
+        w.priority,
+        w.deduplication_id,
+    )
+
+
 class _Finish(NamedTuple):
     workflow_id: str
     status: str
@@ -313,6 +329,28 @@ class Store:
             f" SELECT workflow_id, {notify} FROM ins"
         )
         self._insert_batch: Batcher[tuple[object, ...], bool] = Batcher(self._insert_many)
+        queued = (
+            f"INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs, created_at,"
+            " updated_at, app_version, executor_id, parent_workflow_id, deadline_at, queue_name,"
+            " priority, deduplication_id)"
+        )
+        notify_queue = f"pg_notify('{self.channel}', json_build_array('q', queue_name)::text)"
+        self._sql_enqueue = (
+            f"WITH ins AS ({queued} VALUES ($1, 'ENQUEUED', $2, $3, $4, $5, $5, $6, '', $7, $8,"
+            " $9, $10, $11) ON CONFLICT (workflow_id) DO NOTHING RETURNING queue_name)"
+            f" SELECT {notify_queue} FROM ins"
+        )
+        self._sql_enqueue_many = (
+            f"WITH ins AS ({queued} SELECT i, 'ENQUEUED', n, f, inp, c, c, v, '', p, d, q, pr, dd"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[],"
+            " $6::text[], $7::text[], $8::bigint[], $9::text[], $10::integer[], $11::text[])"
+            " AS t(i, n, f, inp, c, v, p, d, q, pr, dd)"
+            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, queue_name)"
+            f" SELECT workflow_id, {notify_queue} FROM ins"
+        )
+        self._enqueue_batch: Batcher[NewWorkflow, bool | DuplicateWorkflowError] = Batcher(
+            self._enqueue_many
+        )
         self._steps_batch: Batcher[tuple[str, StepRow], StepRow | None] = Batcher(
             self._record_steps
         )
@@ -423,6 +461,7 @@ class Store:
     async def close(self) -> None:
         """Stop the batches in flight and close the pool."""
         await self._insert_batch.close()
+        await self._enqueue_batch.close()
         await self._steps_batch.close()
         await self._finish_batch.close()
         await self.pool.close()
@@ -920,37 +959,37 @@ class Store:
 
     async def enqueue(self, w: NewWorkflow) -> bool:
         """Record an ENQUEUED workflow and wake the queue's dispatchers; False if its workflow ID
-        is taken. :class:`DuplicateWorkflowError` if its deduplication ID is queued or running."""
-        s = self.schema
-        sql = (
-            f"WITH ins AS (INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs,"
-            " created_at, updated_at, app_version, executor_id, parent_workflow_id, deadline_at,"
-            " queue_name, priority, deduplication_id)"
-            " VALUES ($1, 'ENQUEUED', $2, $3, $4, $5, $5, $6, '', $7, $8, $9, $10, $11)"
-            " ON CONFLICT (workflow_id) DO NOTHING RETURNING queue_name)"
-            f" SELECT pg_notify('{self.channel}', json_build_array('q', queue_name)::text) FROM ins"
-        )
-        args = (
-            w.workflow_id,
-            w.name,
-            w.format,
-            w.inputs,
-            ms(w.created_at),
-            w.app_version,
-            w.parent_workflow_id,
-            None if w.deadline_at is None else ms(w.deadline_at),
-            w.queue_name,
-            w.priority,
-            w.deduplication_id,
-        )
+        is taken. :class:`DuplicateWorkflowError` if its deduplication ID is queued or running.
+        Enqueues that arrive together share one statement (group commit)."""
+        outcome = await self._enqueue_batch.submit(w)
+        if isinstance(outcome, DuplicateWorkflowError):
+            raise outcome
+        return outcome
+
+    async def _enqueue_many(
+        self, batch: Sequence[NewWorkflow]
+    ) -> list[bool | DuplicateWorkflowError]:
+        if len(batch) > 1:
+            columns = [list(column) for column in zip(*map(_enqueue_args, batch), strict=True)]
+            try:
+                rows = await self._run(lambda c: c.fetch(self._sql_enqueue_many, *columns))
+            except asyncpg.UniqueViolationError:
+                pass  # a deduplication ID is taken: find out whose, one by one
+            else:
+                taken = {r["workflow_id"] for r in rows}
+                return [w.workflow_id in taken for w in batch]
+        return [await self._enqueue_one(w) for w in batch]
+
+    async def _enqueue_one(self, w: NewWorkflow) -> bool | DuplicateWorkflowError:
+        args = _enqueue_args(w)
         try:
-            return bool(await self._run(lambda c: c.fetch(sql, *args)))
+            return bool(await self._run(lambda c: c.fetch(self._sql_enqueue, *args)))
         except asyncpg.UniqueViolationError:
-            raise DuplicateWorkflowError(
+            return DuplicateWorkflowError(
                 f"deduplication ID {w.deduplication_id!r} is already queued or running on queue"
                 f" {w.queue_name!r}; wait for that workflow, or pass on_duplicate='return' to get"
                 " its handle"
-            ) from None
+            )
 
     async def deduplicated(self, queue_name: str, deduplication_id: str) -> str | None:
         """The ID of the queued or running workflow holding a deduplication ID."""

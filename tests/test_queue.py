@@ -299,3 +299,28 @@ async def test_enqueue_in_a_workflow_makes_journaled_children(runtime: RuntimeFa
         assert all(c.parent_workflow_id == wid for c in children)
         await rt.check_replay(wid)
         assert runs["c1"] == runs["c2"] == 1
+
+
+async def test_concurrent_enqueues_share_statements_and_keep_deduplication(
+    runtime: RuntimeFactory,
+) -> None:
+    """Enqueues that arrive together (written as one statement) all run, and among them only
+    one of those sharing a deduplication ID gets in; the others raise."""
+    async with runtime():
+        gate = await serial.enqueue(blocker)
+        await _event(arrivals, gate.workflow_id).wait()
+        results = await asyncio.gather(
+            *(
+                serial.with_options(deduplication_id="same").enqueue(tagged, f"s{i}")
+                for i in range(5)
+            ),
+            return_exceptions=True,
+        )
+        handles = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, BaseException)]
+        assert len(handles) == 1
+        assert len(refused) == 4 and all(isinstance(r, DuplicateWorkflowError) for r in refused)
+        many = await asyncio.gather(*(plain.enqueue(tagged, f"m{i}") for i in range(40)))
+        assert [await h.get_result() for h in many] == [f"m{i}" for i in range(40)]
+        _event(gates, gate.workflow_id).set()
+        assert (await handles[0].get_result()).startswith("s")
