@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from ._exceptions import DurableError
 from ._handle import WorkflowHandle
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus
-from ._serde import return_hint
 from ._store import NewWorkflow, WorkflowQuery
 from ._workflow import check_id, lookup
 
@@ -212,9 +211,3 @@ async def recover_executor(rt: Runtime, executor_id: str) -> list[str]:
     released = await rt.store.release_executor(executor_id, rt.clock.now())
     rt.wake_claimer()
     return released
-
-
-def hint_of(name: str) -> object:
-    """The return annotation of the workflow registered as ``name``, if any."""
-    wdef = lookup(name)
-    return None if wdef is None else return_hint(wdef.fn)

@@ -389,7 +389,6 @@ class Store:
             " SELECT $1, $2, $3, $4, $5 FROM k RETURNING destination_id, topic)"
             f" SELECT {notify_msg} FROM msg"
         )
-        self._sql_workflow_exists = f"SELECT 1 FROM {s}.workflows WHERE workflow_id = $1"
         # The consume and its checkpoint are one statement: both happen or neither. A plain
         # INSERT (no ON CONFLICT): if the function ID is taken, the statement fails whole and the
         # message stays queued.
@@ -718,10 +717,6 @@ class Store:
             return False  # the sender's function ID is taken: sent already
         except asyncpg.ForeignKeyViolationError:
             raise WorkflowNotFound(destination_id) from None
-
-    async def workflow_exists(self, workflow_id: str) -> bool:
-        """Whether a workflow ID is recorded."""
-        return bool(await self._run(lambda c: c.fetchval(self._sql_workflow_exists, workflow_id)))
 
     async def consume_message(
         self, workflow_id: str, topic: str, function_id: int, name: str, now: float
