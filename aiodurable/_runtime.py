@@ -602,10 +602,8 @@ class Runtime:
         ``timeout`` (seconds) overrides :func:`aiodurable.set_workflow_timeout`."""
         self._check_open()
         wid = str(uuid.uuid4()) if workflow_id is None else check_id("workflow ID", workflow_id)
-        hint = return_hint(wdef.fn)
-        running = self._running.get(wid)
-        if running is not None:
-            return WorkflowHandle(self, wid, hint=hint, future=running.future)
+        if wid in self._running:
+            return self.handle(wid, wdef.name)
         inputs = self.encode_inputs(wdef, args, kwargs)
         if parent is not None:
             deadline = parent.deadline_at  # children inherit their parent's deadline
@@ -624,23 +622,21 @@ class Runtime:
             deadline_at=deadline,
         )
         if await self.store.insert_workflow(new):
-            future = self._launch(wdef, wid, args, kwargs, {}, deadline)
-            return WorkflowHandle(self, wid, hint=hint, future=future)
+            self._launch(wdef, wid, args, kwargs, {}, deadline)
+            return self.handle(wid, wdef.name)
         # The ID is taken: it ran, or runs, elsewhere or earlier. Attach; never run it again.
-        running = self._running.get(wid)
-        if running is not None:
-            return WorkflowHandle(self, wid, hint=hint, future=running.future)
+        if wid in self._running:
+            return self.handle(wid, wdef.name)
         row = await self.store.get_workflow(wid)
         if row is not None and self._is_own_lost_insert(row, new):
             # Our insert committed but its answer was lost with the connection: run it now.
-            future = self._launch(wdef, wid, args, kwargs, {}, deadline)
-            return WorkflowHandle(self, wid, hint=hint, future=future)
-        if row is not None and row.name != wdef.name:
+            self._launch(wdef, wid, args, kwargs, {}, deadline)
+        elif row is not None and row.name != wdef.name:
             raise DuplicateWorkflowError(
                 f"workflow ID {wid!r} is already taken by a workflow of {row.name!r}, so it"
                 f" cannot run {wdef.name!r}; choose another workflow ID"
             )
-        return WorkflowHandle(self, wid, hint=hint)
+        return self.handle(wid, wdef.name)
 
     def _is_own_lost_insert(self, row: WorkflowRow, new: NewWorkflow) -> bool:
         """Whether ``row`` is exactly the row this call tried to insert (same executor, inputs
@@ -699,7 +695,9 @@ class Runtime:
         kwargs: dict[str, object],
         journal: dict[int, StepRow],
         deadline_at: float | None,
-    ) -> asyncio.Future[Outcome]:
+    ) -> None:
+        """Run a recorded workflow in a task of its own, with its journal; its waiters here
+        attach to its future (see :meth:`handle`)."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         ctx = WorkflowContext(self, workflow_id, wdef, journal, deadline_at)
         running = self._running[workflow_id] = _Running(ctx, future)
@@ -710,7 +708,6 @@ class Runtime:
             running.deadline_task = self.spawn(
                 self._enforce_deadline(ctx), name=f"aiodurable deadline {workflow_id}"
             )
-        return future
 
     async def _execute(
         self,
@@ -889,13 +886,9 @@ class Runtime:
         self._check_open()
         running = self._running.get(workflow_id)
         if running is not None:
-            hint = return_hint(running.ctx.definition.fn)
-            return WorkflowHandle(self, workflow_id, hint=hint, future=running.future)
+            return self.handle(workflow_id, running.ctx.definition.name)
         row = await self.store.require_workflow(workflow_id)
-        wdef = lookup(row.name)
-        return WorkflowHandle(
-            self, workflow_id, hint=None if wdef is None else return_hint(wdef.fn)
-        )
+        return self.handle(workflow_id, row.name)
 
     async def get_workflow_status(self, workflow_id: str) -> WorkflowInfo:
         """A :class:`WorkflowInfo` snapshot; :class:`WorkflowNotFound` if the ID is unknown."""
