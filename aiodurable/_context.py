@@ -187,6 +187,13 @@ def take_assigned_id() -> str | None:
     return None
 
 
+def check_timeout(seconds: object) -> float:
+    """A workflow timeout: a number of seconds > 0; ValueError otherwise."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise ValueError(f"a workflow timeout must be a number of seconds > 0, not {seconds!r}")
+    return float(seconds)
+
+
 @contextmanager
 def set_workflow_timeout(seconds: float | None) -> Iterator[None]:
     """Give every workflow started in this block a deadline ``seconds`` after its start.
@@ -194,11 +201,7 @@ def set_workflow_timeout(seconds: float | None) -> Iterator[None]:
     Past it the workflow is cancelled (as by ``cancel_workflow``). The deadline is recorded, so
     it holds across recovery, and child workflows inherit it. ``None`` lifts an outer timeout.
     """
-    if seconds is not None and (
-        isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0
-    ):
-        raise ValueError(f"a workflow timeout must be a number of seconds > 0, not {seconds!r}")
-    token = _timeout.set(None if seconds is None else float(seconds))
+    token = _timeout.set(None if seconds is None else check_timeout(seconds))
     try:
         yield
     finally:

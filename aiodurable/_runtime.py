@@ -27,6 +27,7 @@ from ._clock import Clock, SystemClock
 from ._comm import get_event_on, send_on
 from ._context import (
     WorkflowContext,
+    check_timeout,
     current_workflow,
     enter_workflow,
     in_step,
@@ -128,12 +129,6 @@ def current_runtime() -> Runtime:
 def _positive(label: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"Runtime({label}=) must be a positive number, not {value!r}")
-
-
-def _positive_timeout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"a workflow timeout must be a number of seconds > 0, not {value!r}")
-    return float(value)
 
 
 def default_executor_id() -> str:
@@ -579,7 +574,7 @@ class Runtime:
         wdef = definition_of(fn)
         timeout: float | None = None
         if "timeout" in kwargs and "timeout" not in inspect.signature(wdef.fn).parameters:
-            timeout = _positive_timeout(kwargs.pop("timeout"))
+            timeout = check_timeout(kwargs.pop("timeout"))
         assigned = take_assigned_id()
         parent = current_workflow()
         if parent is not None and not in_step():
