@@ -111,7 +111,6 @@ class Notifier:
         self._lost = asyncio.Event()
         self._closed = False
         self._registered = asyncio.Event()
-        self.connected: asyncio.Event = asyncio.Event()
 
     @property
     def waiting(self) -> int:
@@ -210,7 +209,6 @@ class Notifier:
             raise
         self._conn = conn
         self._lost.clear()
-        self.connected.set()
 
     async def start(self) -> None:
         """Open the LISTEN connection; errors propagate to the caller."""
@@ -222,7 +220,6 @@ class Notifier:
             await self._watch()
             if self.closed:
                 return
-            self.connected.clear()
             self._conn = None
             delay = 0.05
             while not self._closed:
