@@ -253,6 +253,7 @@ class Runtime:
         self._connect_timeout = connect_timeout
         self._notify_fallback = notify_fallback
         self._recover_on_open = recover
+        self._begun = False
         self._state = _State.UNOPENED
         self._exit_stack = contextlib.AsyncExitStack()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -342,8 +343,13 @@ class Runtime:
     def __repr__(self) -> str:
         return f"<aiodurable.Runtime {self._state.value} executor={self.executor_id!r}>"
 
-    async def open(self) -> None:
-        """Connect, migrate, start background tasks and recover; see the class docstring."""
+    async def open(self, *, begin: bool = True) -> None:
+        """Connect, migrate, start background tasks and recover; see the class docstring.
+
+        ``begin=False`` connects and migrates only: the runtime can start workflows, but it
+        recovers nothing and dispatches no queue until :meth:`begin` is awaited. A web
+        integration opens this way, runs the application's own startup, then begins, so that
+        recovered workflows find what that startup sets up."""
         if self._state is not _State.UNOPENED:
             raise NoRuntimeError(
                 f"this Runtime is {self._state.value}; a Runtime opens once, create a new one"
@@ -351,10 +357,29 @@ class Runtime:
         self._state = _State.OPEN
         try:
             await self._open()
+            if begin:
+                await self.begin()
         except BaseException:
             await self.close()
             raise
         _open_runtimes.add(self)
+
+    async def begin(self) -> None:
+        """Recover this executor's unfinished workflows and start running queued and unassigned
+        work; :meth:`open` does this unless called with ``begin=False``. Once only; a runtime
+        made with ``recover=False`` begins nothing."""
+        self._check_open()
+        if self._begun or not self._recover_on_open:
+            return
+        self._begun = True
+        self._recovered = await self.recover()
+        self.spawn(self._maintain(), name="aiodurable maintenance")
+        self.spawn(self._claim_loop(), name="aiodurable claimer")
+        self.wake_claimer()
+        self.spawn(self._dispatch_loop(), name="aiodurable dispatcher")
+        self.wake_dispatcher()
+        await self._heartbeat()
+        self.spawn(self._liveness_loop(), name="aiodurable liveness")
 
     async def _open(self) -> None:
         if self._database_url is None:
@@ -400,15 +425,6 @@ class Runtime:
         )
         await self._notifier.start()
         self.spawn(self._notifier.run(), name="aiodurable notifier")
-        if self._recover_on_open:
-            self._recovered = await self.recover()
-            self.spawn(self._maintain(), name="aiodurable maintenance")
-            self.spawn(self._claim_loop(), name="aiodurable claimer")
-            self.wake_claimer()
-            self.spawn(self._dispatch_loop(), name="aiodurable dispatcher")
-            self.wake_dispatcher()
-            await self._heartbeat()
-            self.spawn(self._liveness_loop(), name="aiodurable liveness")
 
     async def close(self) -> None:
         """Stop every workflow where it stands (it resumes at the next start) and disconnect."""
@@ -547,7 +563,7 @@ class Runtime:
     def _on_signal(self, key: tuple[str, ...]) -> None:
         if len(key) == 3 and key[0] == "w" and key[2] == WorkflowStatus.CANCELLED:
             self.cancel_local(key[1])
-        elif key[0] == "x" and self._recover_on_open:
+        elif key[0] == "x" and self._begun:
             self.wake_claimer()
         elif key[0] == "q":
             self.wake_dispatcher()
