@@ -33,6 +33,7 @@ from ._exceptions import (
     WorkflowCancelled,
     WorkflowFailed,
     WorkflowNotFound,
+    WorkflowNotResumable,
 )
 from ._handle import WorkflowHandle
 from ._logging import WorkflowContextFilter
@@ -75,6 +76,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowInfo",
     "WorkflowNotFound",
+    "WorkflowNotResumable",
     "WorkflowStatus",
     "cancel_workflow",
     "current_workflow_id",

@@ -8,6 +8,7 @@ The tree::
     ├── NonDeterminismError
     ├── WorkflowFailed
     ├── WorkflowCancelled
+    ├── WorkflowNotResumable
     ├── MaxRetriesExceeded
     ├── DuplicateWorkflowError
     ├── SchemaError
@@ -35,6 +36,7 @@ __all__ = [
     "WorkflowCancelled",
     "WorkflowFailed",
     "WorkflowNotFound",
+    "WorkflowNotResumable",
 ]
 
 
@@ -95,6 +97,15 @@ class WorkflowCancelled(DurableError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.workflow_id,))
+
+
+class WorkflowNotResumable(DurableError):
+    """``resume_workflow`` could not resume the workflow as asked; the message says why and
+    what to do instead (a PENDING workflow of another application version, say)."""
+
+    def __init__(self, workflow_id: str, message: str) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
 
 
 class MaxRetriesExceeded(DurableError):

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
+from ._exceptions import WorkflowCancelled
 from ._models import WorkflowInfo
 
 if TYPE_CHECKING:
@@ -23,6 +24,12 @@ class Outcome:
     value: object = None
     error: BaseException | None = None
 
+    @property
+    def final(self) -> bool:
+        """Whether this outcome stands for good: a value or the workflow's own exception. A
+        cancellation is not final, since ``resume_workflow`` runs the workflow on."""
+        return not isinstance(self.error, WorkflowCancelled)
+
     def unwrap(self) -> object:
         """The value, or raise the exception."""
         if self.error is not None:
@@ -32,6 +39,10 @@ class Outcome:
 
 class WorkflowHandle(Generic[R]):
     """A reference to a workflow that is durably recorded: it will run to completion.
+
+    A handle is a view of its workflow ID, never a cache of a first outcome: after a cancel
+    and a ``resume_workflow``, ``get_result()`` on any handle of that ID, old or new, waits for
+    the resumed run.
 
     ``await handle.get_result()`` waits for the result (woken by a notification, from any
     process), re-raising the workflow's exception if it failed; ``await handle.get_status()``
@@ -70,7 +81,9 @@ class WorkflowHandle(Generic[R]):
         if self._future is not None:
             # Shielded: a caller giving up does not stop the workflow.
             outcome = await asyncio.shield(self._future)
-            return cast(R, outcome.unwrap())
+            if outcome.final:
+                return cast(R, outcome.unwrap())
+        # Not final (a cancel, which a resume can undo): what the database holds decides.
         return cast(R, await self._runtime.await_result(self._workflow_id, self._hint))
 
     async def get_status(self) -> WorkflowInfo:

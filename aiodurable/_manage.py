@@ -9,12 +9,13 @@ matching application version takes it at once (it is told by a notification).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import DurableError
+from ._exceptions import DurableError, WorkflowNotResumable
 from ._handle import WorkflowHandle
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus
 from ._store import NewWorkflow, WorkflowQuery
@@ -28,10 +29,13 @@ __all__ = [
     "fork_workflow",
     "list_steps",
     "list_workflows",
+    "log_other_versions",
     "recover_executor",
     "restart_workflow",
     "resume_workflow",
 ]
+
+logger = logging.getLogger("aiodurable")
 
 StatusFilter = str | WorkflowStatus | Sequence[str | WorkflowStatus] | None
 TimeFilter = datetime | float | None
@@ -133,8 +137,20 @@ async def cancel_workflow(rt: Runtime, workflow_id: str) -> None:
 async def resume_workflow(rt: Runtime, workflow_id: str) -> WorkflowHandle[Any]:
     """Continue a CANCELLED or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow from its last completed
     step, on the current application version (an ENQUEUED one starts at once, bypassing its
-    queue). A SUCCESS, ERROR or PENDING workflow is left as it is. Returns its handle."""
+    queue). A SUCCESS, ERROR or PENDING workflow is left as it is; a PENDING one of another
+    application version raises :class:`WorkflowNotResumable`, which says what to do instead.
+    Returns its handle."""
     row = await rt.store.require_workflow(workflow_id)
+    if row.status == WorkflowStatus.PENDING and row.app_version not in ("", rt.app_version):
+        raise WorkflowNotResumable(
+            workflow_id,
+            f"workflow {workflow_id!r} is PENDING on application version {row.app_version!r}"
+            f" (executor {row.executor_id or 'none'!r}), and resume changed nothing: a runtime"
+            f" of that version runs it, and one running it now must not be raced. To finish it"
+            f" on the current code instead, cancel it, then resume it"
+            f" (aiodurable workflow cancel {workflow_id} && aiodurable workflow resume"
+            f" {workflow_id}); it continues from its last completed step",
+        )
     wdef = lookup(row.name)
     if wdef is not None:
         resumed = await rt.store.resume(workflow_id, rt.executor_id, rt.app_version, rt.clock.now())
@@ -211,3 +227,29 @@ async def recover_executor(rt: Runtime, executor_id: str) -> list[str]:
     released = await rt.store.release_executor(executor_id, rt.clock.now())
     rt.wake_claimer()
     return released
+
+
+async def log_other_versions(rt: Runtime) -> None:
+    """Log one WARNING when PENDING or ENQUEUED workflows of other application versions exist:
+    they will not run here, and nothing else would say so."""
+    counts = await rt.store.other_version_counts(rt.app_version)
+    if not counts:
+        return
+    per_version: dict[str, list[str]] = {}
+    for version, status, n in counts:
+        per_version.setdefault(version, []).append(f"{n} {status}")
+    total = sum(n for _, _, n in counts)
+    listing = "; ".join(f"{v!r}: {', '.join(parts)}" for v, parts in per_version.items())
+    first = next(iter(per_version))
+    logger.warning(
+        "%d unfinished workflow(s) belong to other application versions and will not run on"
+        " this one (%r): %s. A runtime of their version finishes them; to see them run"
+        " 'aiodurable workflow list --app-version %s --status PENDING --status ENQUEUED', and to"
+        " move one to this version run 'aiodurable workflow cancel ID' then 'aiodurable workflow"
+        " resume ID' (it continues from its last completed step). Pin app_version= (or"
+        " AIODURABLE_APP_VERSION) if your edits keep in-flight workflows compatible.",
+        total,
+        rt.app_version,
+        listing,
+        first,
+    )

@@ -373,6 +373,7 @@ class Runtime:
             return
         self._begun = True
         self._recovered = await self.recover()
+        await _manage.log_other_versions(self)
         self.spawn(self._maintain(), name="aiodurable maintenance")
         self.spawn(self._claim_loop(), name="aiodurable claimer")
         self.wake_claimer()
@@ -737,6 +738,8 @@ class Runtime:
             if outcome is not None and not future.done():
                 future.set_result(outcome)
         finally:
+            if not future.done():  # stopped by close() or crash(): its waiters must not hang
+                future.set_result(Outcome(error=self._closed_error(wid)))
             running = self._running.get(wid)
             if running is not None and running.ctx is ctx:
                 del self._running[wid]
@@ -859,10 +862,13 @@ class Runtime:
         self._check_open()
         with self.notifier.watch("w", workflow_id) as waiter:
             while True:
+                waiter.clear()
                 running = self._running.get(workflow_id)
                 if running is not None:
-                    return (await asyncio.shield(running.future)).unwrap()
-                waiter.clear()
+                    outcome = await asyncio.shield(running.future)
+                    if outcome.final:
+                        return outcome.unwrap()
+                    # Cancelled here: the row says whether it stays so or was resumed since.
                 row = await self.store.get_workflow(workflow_id)
                 if row is None:
                     raise WorkflowNotFound(workflow_id)

@@ -595,6 +595,17 @@ class Store:
         rows = await self._run(lambda c: c.fetch(self._sql_pending, executor_id, app_version))
         return [(r["workflow_id"], r["name"]) for r in rows]
 
+    async def other_version_counts(self, app_version: str) -> list[tuple[str, str, int]]:
+        """``(application version, status, count)`` of the PENDING and ENQUEUED workflows
+        recorded on versions other than ``app_version`` (and not waiting for any version)."""
+        sql = (
+            f"SELECT app_version, status, count(*) AS n FROM {self.schema}.workflows"
+            " WHERE status IN ('PENDING', 'ENQUEUED') AND app_version NOT IN ('', $1)"
+            " GROUP BY app_version, status ORDER BY app_version, status"
+        )
+        rows = await self._run(lambda c: c.fetch(sql, app_version))
+        return [(r["app_version"], r["status"], r["n"]) for r in rows]
+
     async def claim_for_recovery(
         self, workflow_ids: Sequence[str], now: float
     ) -> list[WorkflowRow]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 __all__ = [
@@ -72,6 +74,35 @@ def check_id(kind: str, value: object) -> str:
     return value
 
 
+def stable_module_name(module: str) -> str:
+    """The importable name of ``module``, the same whichever way the program was launched.
+
+    Code run as ``python app.py`` or ``python -m app`` lives in ``__main__``, while ``uvicorn
+    app:api`` imports it as ``app``: a workflow's default name must not follow the launcher, or
+    workflows started under one would never be recovered under the other. For ``__main__`` this
+    is the name ``-m`` was given, else the dotted path of the script from the outermost folder of
+    its package (``pkg/app.py`` beside ``pkg/__init__.py`` gives ``pkg.app``, a lone ``app.py``
+    gives ``app``). Only code with no file at all (``python -c``, a REPL) stays ``__main__``.
+    """
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    spec_name = getattr(spec, "name", None)
+    if isinstance(spec_name, str) and spec_name:
+        return spec_name
+    filename = getattr(main, "__file__", None)
+    if not isinstance(filename, str) or not filename.endswith(".py"):
+        return module
+    path = Path(filename).resolve()
+    parts = [] if path.stem == "__init__" else [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.parent != folder:
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return ".".join(parts) or module
+
+
 def _source_of(fn: Callable[..., object]) -> str:
     try:
         return inspect.getsource(fn)
@@ -104,7 +135,9 @@ def workflow(
     Calling it runs it durably under a new workflow ID (or the one set with
     :func:`aiodurable.set_workflow_id`) and returns its result; called from another workflow it
     runs as that workflow's child. ``name`` is the identity recorded in the database (default
-    ``module:qualname``); keep it stable across deployments. A workflow recovered more than
+    ``module:qualname``, with the module named the same under ``python app.py``, ``python -m
+    app`` and ``uvicorn app:api``; see :func:`stable_module_name`); pin it when the function may
+    move or be renamed while workflows are in flight. A workflow recovered more than
     ``max_recovery_attempts`` times is marked ``MAX_RECOVERY_ATTEMPTS_EXCEEDED``.
     """
     if name is not None:
@@ -125,7 +158,7 @@ def workflow(
                 " write it as `async def`"
             )
         wdef = WorkflowDef(
-            name=name or f"{fn.__module__}:{fn.__qualname__}",
+            name=name or f"{stable_module_name(fn.__module__)}:{fn.__qualname__}",
             fn=fn,
             max_recovery_attempts=max_recovery_attempts,
             source=_source_of(fn),

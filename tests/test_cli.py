@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sys
 
 import pytest
 
@@ -130,3 +133,34 @@ async def test_bad_input_exit_codes(runtime: RuntimeFactory, cli: Cli) -> None:
         assert code == 2, args
     code, _ = await cli("cancel", "no-such-workflow")
     assert code == 1
+
+
+async def test_resume_of_a_pending_workflow_of_another_version_says_why_not(
+    runtime: RuntimeFactory, database_url: str, schema: str
+) -> None:
+    """resume of a workflow PENDING on another version exits 1 and says what to run instead;
+    cancel then resume moves it to the live runtime's version, where it finishes."""
+    async with runtime(app_version="v1") as rt:
+        with aiodurable.set_workflow_id("cli-v1"):
+            await rt.start_workflow(three_steps, "v")
+        await arrived("cli-v1")
+    release("cli-v1")
+    command = [sys.executable, "-m", "aiodurable._cli", "workflow", "resume", "cli-v1"]
+    child = await asyncio.create_subprocess_exec(
+        *command,
+        "--schema",
+        schema,
+        env={**os.environ, "AIODURABLE_DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await child.communicate()
+    assert child.returncode == 1, (out, err)
+    assert "is PENDING on application version 'v1'" in err.decode()
+    assert "aiodurable workflow cancel cli-v1" in err.decode()
+    async with runtime(app_version="v2") as rt:
+        assert (await rt.get_workflow_status("cli-v1")).status is WorkflowStatus.PENDING
+        await rt.cancel_workflow("cli-v1")
+        resumed = await rt.resume_workflow("cli-v1")
+        assert await resumed.get_result() == "V-1/passed/V-3"
+        assert (await rt.get_workflow_status("cli-v1")).app_version == "v2"

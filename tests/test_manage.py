@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -177,6 +178,32 @@ async def test_cancel_stops_between_steps_and_resume_finishes_once(
         assert info.recovery_attempts == 0
 
 
+async def test_old_handles_follow_a_resume(runtime: RuntimeFactory) -> None:
+    """A handle is a view of its workflow ID: the handle from the start, one retrieved while the
+    workflow was cancelled and one held by another runtime all wait for the resumed run."""
+    async with runtime() as rt, runtime(executor_id="observer") as observer:
+        handle = await rt.start_workflow(three_steps, "h")
+        wid = handle.workflow_id
+        await arrived(wid)
+        await rt.cancel_workflow(wid)
+        with pytest.raises(WorkflowCancelled):
+            await handle.get_result()
+        release(wid)
+        await rt.wait_stopped(wid)
+        while_cancelled = await rt.retrieve_workflow(wid)
+        remote = await observer.retrieve_workflow(wid)
+        with pytest.raises(WorkflowCancelled):
+            await while_cancelled.get_result()
+        with pytest.raises(WorkflowCancelled):
+            await remote.get_result()
+        await rt.resume_workflow(wid)
+        async with asyncio.timeout(10):
+            assert await handle.get_result() == "H-1/passed/H-3"
+            assert await while_cancelled.get_result() == "H-1/passed/H-3"
+            assert await remote.get_result() == "H-1/passed/H-3"
+        assert (runs[(wid, "h-1")], runs[(wid, "gate")], runs[(wid, "h-3")]) == (1, 1, 1)
+
+
 async def test_cancel_interrupts_recv_at_once(runtime: RuntimeFactory) -> None:
     """A workflow waiting in recv stops as soon as it is cancelled, not at its timeout."""
     async with runtime() as rt:
@@ -329,6 +356,37 @@ async def test_recovery_runs_only_the_current_version_and_resume_moves_it(
         resumed = await rt.resume_workflow(wid)
         assert await resumed.get_result() == "V-1/passed/V-3"
         assert (await rt.get_workflow_status(wid)).app_version == "v2"
+
+
+async def test_open_warns_of_workflows_left_on_other_versions(
+    runtime: RuntimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A runtime opening beside unfinished workflows of another version says, once, how many
+    will not run here and what to run; resuming one that is PENDING says why it cannot."""
+    async with runtime(app_version="v1") as rt:
+        handle = await rt.start_workflow(three_steps, "o")
+        wid = handle.workflow_id
+        await arrived(wid)
+    with pytest.raises(aiodurable.NoRuntimeError, match="resumes from its last completed step"):
+        await handle.get_result()  # its runtime closed: the waiter is told, never left hanging
+    caplog.set_level(logging.WARNING, logger="aiodurable")
+    async with runtime(app_version="v2") as rt:
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        message = warnings[0].getMessage()
+        assert "1 unfinished workflow(s)" in message and "'v1': 1 PENDING" in message
+        assert "aiodurable workflow list --app-version v1" in message
+        with pytest.raises(aiodurable.WorkflowNotResumable, match="PENDING on application"):
+            await rt.resume_workflow(wid)
+        info = await rt.get_workflow_status(wid)
+        assert (info.status, info.app_version) == (WorkflowStatus.PENDING, "v1")
+    release(wid)
+    caplog.clear()
+    async with runtime(app_version="v1") as rt:
+        assert rt.recovered_workflow_ids == [wid]
+        async with asyncio.timeout(10):
+            assert await (await rt.retrieve_workflow(wid)).get_result() == "O-1/passed/O-3"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_recover_another_executor_hands_its_workflows_over(
