@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiodurable._cli_console import add_console_command
 from aiodurable._cli_workflow import add_workflow_commands
@@ -85,15 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop's ``run`` when it is installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def _run(coro: Awaitable[int]) -> int:
     async def wrapper() -> int:
         return await coro
 
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(wrapper())
-    return uvloop.run(wrapper())
+    # Run outside the ``except ImportError`` above, or every error of a command would be chained
+    # to uvloop's absence ("During handling of the above exception ...").
+    return _runner()(wrapper())
 
 
 def main(argv: list[str] | None = None) -> int:

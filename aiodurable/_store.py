@@ -1014,6 +1014,17 @@ class Store:
         s = self.schema
         q = request
 
+        def window_opens(recent: list[int]) -> float | None:
+            """When the rate limit next admits a start, given the starts within its period
+            (epoch milliseconds, newest first); None when it has room now."""
+            if q.rate_limit is None:
+                return None
+            limit, period = q.rate_limit
+            if len(recent) < limit:
+                return None
+            # A slot frees when the oldest of the latest ``limit`` starts leaves the window.
+            return recent[limit - 1] / 1000 + period
+
         async def op(c: Conn) -> Dequeued:
             async with c.transaction():
                 await c.execute(
@@ -1033,7 +1044,8 @@ class Store:
                     free = min(free, q.concurrency - running["everywhere"])
                 if q.worker_concurrency is not None:
                     free = min(free, q.worker_concurrency - running["here"])
-                retry_at: float | None = None
+                # The rate limit's window: the latest starts within the period, newest first.
+                recent: list[int] = []
                 if q.rate_limit is not None:
                     limit, period = q.rate_limit
                     window = await c.fetch(
@@ -1043,11 +1055,10 @@ class Store:
                         ms(q.now - period),
                         limit,
                     )
-                    free = min(free, limit - len(window))
-                    if len(window) >= limit:
-                        retry_at = window[-1]["started_at"] / 1000 + period
+                    recent = [r["started_at"] for r in window]
+                    free = min(free, limit - len(recent))
                 if free <= 0:
-                    return Dequeued([], retry_at)
+                    return Dequeued([], window_opens(recent))
                 order = "priority, created_at" if q.priority_enabled else "created_at"
                 rows = await c.fetch(
                     f"UPDATE {s}.workflows SET status = 'PENDING', executor_id = $2,"
@@ -1063,7 +1074,10 @@ class Store:
                     list(q.names),
                     free,
                 )
-                return Dequeued([_workflow(r) for r in rows], retry_at)
+                # Count the starts just made, so that a window they fill wakes the dispatcher
+                # when it opens again (no other event would: nothing is enqueued or finishes).
+                recent = [ms(q.now)] * len(rows) + recent
+                return Dequeued([_workflow(r) for r in rows], window_opens(recent))
 
         return await self._run(op)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiodurable
 from aiodurable import Runtime, step, workflow
@@ -53,12 +55,16 @@ async def main() -> None:
 
 def run() -> None:
     """Run ``main`` on uvloop when it is installed."""
+    # Only pick the runner inside the ``except``: running ``main`` there would chain every error
+    # of the program to this ImportError ("During handling of the above exception ...").
+    runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main())
+        runner = asyncio.run
     else:
-        uvloop.run(main())
+        runner = uvloop.run
+    runner(main())
 
 
 if __name__ == "__main__":

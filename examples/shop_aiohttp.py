@@ -76,8 +76,8 @@ async def cancelled(request: web.Request) -> web.StreamResponse:
 
 async def announce(app: web.Application) -> AsyncIterator[None]:
     """The application's own cleanup context, running inside the open runtime."""
-    resumed = get_runtime(app).recovered_workflow_ids
-    print(f"shop ready; resumed {len(resumed)} order(s)", flush=True)
+    # Recovery of unfinished orders begins after this startup (the runtime logs what it resumed).
+    print("shop ready", flush=True)
     yield
     print("shop stopped", flush=True)
 

@@ -78,9 +78,10 @@ def create_app(runtime: RuntimeSource = None, config: shop.Config | None = None)
 
     @contextlib.asynccontextmanager
     async def announce(app: Starlette) -> AsyncIterator[None]:
-        # The application's own lifespan, running inside the open runtime.
-        resumed = get_runtime(app).recovered_workflow_ids
-        print(f"shop ready; resumed {len(resumed)} order(s)", flush=True)
+        # The application's own lifespan: the runtime is open (it may start workflows).
+        # Recovery of unfinished orders begins after this startup (the runtime logs what it
+        # resumed), so a recovered order finds whatever is set up here.
+        print("shop ready", flush=True)
         yield
         print("shop stopped", flush=True)
 

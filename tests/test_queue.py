@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -20,6 +21,7 @@ from aiodurable import (
     step,
     workflow,
 )
+from aiodurable.testing import TestClock
 
 from .conftest import RuntimeFactory
 from .proc import Child
@@ -33,6 +35,7 @@ runs: Counter[str] = Counter()
 
 serial = Queue("serial", concurrency=1, priority_enabled=True)
 limited = Queue("limited", limiter=RateLimit(limit=4, period=1.0))
+paced = Queue("paced", limiter=RateLimit(limit=2, period=3.0))
 plain = Queue("plain")
 
 
@@ -141,6 +144,51 @@ async def test_rate_limit_holds_over_every_window(runtime: RuntimeFactory) -> No
     assert starts[-1] - starts[0] >= 2000  # 10 starts at 4 per second need two more windows
 
 
+lingering: list[str] = []
+
+
+@workflow()
+async def lingers() -> None:
+    lingering.append(aiodurable.current_workflow_id())
+    _event(arrivals, f"lingers-{len(lingering)}").set()
+    await aiodurable.sleep(60.0)  # outlives every rate window: no finish wakes the dispatcher
+
+
+async def test_rate_limit_admits_the_next_workflows_when_the_window_opens(
+    runtime: RuntimeFactory,
+) -> None:
+    """With `RateLimit(2, 3.0)`, eight queued workflows that outlive the window start in pairs
+    3 s apart: the dispatcher's timer fires when the window opens, not the safety poll (an hour
+    away here), even when the starts that filled the window were its own."""
+    clock = TestClock()
+    lingering.clear()
+    async with runtime(clock=clock, notify_fallback=3600) as rt:
+        begin = clock.now()
+        handles = [await paced.enqueue(lingers) for _ in range(8)]
+        for pair in range(4):
+            if pair:
+                await clock.advance(3.0)
+            # Each pair must have started before time moves on: the clock's idleness cannot see
+            # the dispatcher while a notification, not a timer, has woken it. The timeout is
+            # real seconds: a bound on a start that only the hour-long poll would make.
+            async with asyncio.timeout(5):
+                await _event(arrivals, f"lingers-{2 * pair + 2}").wait()
+        async with rt.store.pool.acquire() as conn:
+            starts = [
+                r["started_at"]
+                for r in await conn.fetch(
+                    f"SELECT started_at FROM {rt.schema}.workflows WHERE queue_name = 'paced'"
+                    " ORDER BY started_at"
+                )
+            ]
+        offsets = [s / 1000 - begin for s in starts]
+        for offset, expected in zip(offsets, [0, 0, 3, 3, 6, 6, 9, 9], strict=True):
+            assert abs(offset - expected) <= 0.5, offsets
+        async with clock.auto_advance():
+            for h in handles:
+                await h.get_result()
+
+
 async def test_enqueue_wakes_a_dispatcher_in_another_runtime_at_once(
     runtime: RuntimeFactory,
 ) -> None:
@@ -158,7 +206,12 @@ async def test_enqueue_wakes_a_dispatcher_in_another_runtime_at_once(
 
 def test_bad_queue_settings_are_refused() -> None:
     """Invalid limits, reused names with other settings and non-workflows are refused."""
-    for bad in ({"concurrency": 0}, {"worker_concurrency": -1}, {"concurrency": 1.5}):
+    wrong: list[dict[str, Any]] = [
+        {"concurrency": 0},
+        {"worker_concurrency": -1},
+        {"concurrency": 1.5},
+    ]
+    for bad in wrong:
         with pytest.raises(ValueError):
             Queue("bad", **bad)
     with pytest.raises(ValueError):

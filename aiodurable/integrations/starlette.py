@@ -5,22 +5,26 @@
     from starlette.applications import Starlette
     from aiodurable.integrations.starlette import durable_lifespan, get_runtime
 
-    app = Starlette(routes=routes, lifespan=durable_lifespan())
+    app = Starlette(routes=routes, lifespan=durable_lifespan(lifespan=my_lifespan))
     # FastAPI is Starlette: FastAPI(lifespan=durable_lifespan()) works the same way.
 
-The runtime opens before the application starts serving (recovering the unfinished workflows of
-this executor) and closes after it stops. Handlers reach it as ``request.app.state.aiodurable``,
-``request.state.aiodurable`` or :func:`get_runtime`; the module-level functions
-(``aiodurable.start_workflow``, ``send``, ``get_event``...) act on it too when it is the only
-runtime open in the process.
+Handlers reach the runtime as ``request.app.state.aiodurable``, ``request.state.aiodurable`` or
+:func:`get_runtime`; the module-level functions (``aiodurable.start_workflow``, ``send``,
+``get_event``...) act on it too when it is the only runtime open in the process.
 
-The application's own lifespan stays composable: pass it as ``lifespan=``. It runs inside the
-open runtime (so its startup may start workflows), and the state it yields is merged with
+The order, at startup: the runtime connects (it can start workflows from here on), the
+application's own ``lifespan`` starts (say, opening its HTTP session or database pool), and only
+then does the runtime recover this executor's unfinished workflows and start dispatching its
+queues, so that a recovered workflow finds everything that startup set up. At shutdown, after the
+server has finished its requests, the runtime closes first (its workflows stop where they stand
+and resume at the next start), then the application's own lifespan cleans up: no workflow sees
+its resources torn down. The state the application's lifespan yields is merged with
 ``{"aiodurable": runtime}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeAlias, TypeVar
@@ -28,7 +32,7 @@ from typing import Any, TypeAlias, TypeVar
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
-from .._runtime import Runtime
+from .._runtime import Runtime, _current
 
 __all__ = ["STATE_KEY", "RuntimeSource", "durable_lifespan", "get_runtime"]
 
@@ -60,22 +64,38 @@ def durable_lifespan(
     *,
     lifespan: AppLifespan[AppT] | None = None,
 ) -> Callable[[AppT], AbstractAsyncContextManager[Mapping[str, Any]]]:
-    """A Starlette (or FastAPI) lifespan that opens ``runtime`` for the application's lifetime,
-    puts it on ``app.state.aiodurable`` and in the lifespan state, and runs the application's own
-    ``lifespan`` (if any) inside it."""
+    """A Starlette (or FastAPI) lifespan that opens ``runtime`` for the application's lifetime
+    and puts it on ``app.state.aiodurable`` and in the lifespan state.
+
+    The application's own ``lifespan`` (if any) starts once the runtime is connected, before
+    recovery begins, and cleans up once the runtime has closed."""
 
     @asynccontextmanager
     async def run(app: AppT) -> AsyncIterator[Mapping[str, Any]]:
-        async with _make_runtime(runtime) as rt:
+        rt = _make_runtime(runtime)
+        await rt.open(begin=False)
+        # Module-level functions called by the application's own lifespan act on this runtime
+        # even when the process has others open.
+        token = _current.set(rt)
+        try:
             setattr(app.state, STATE_KEY, rt)
             try:
-                if lifespan is None:
-                    yield {STATE_KEY: rt}
-                    return
-                async with lifespan(app) as inner:
-                    yield {**(inner or {}), STATE_KEY: rt}
+                async with contextlib.AsyncExitStack() as own:
+                    inner = (
+                        None if lifespan is None else await own.enter_async_context(lifespan(app))
+                    )
+                    try:
+                        await rt.begin()
+                        yield {**(inner or {}), STATE_KEY: rt}
+                    finally:
+                        # Before the application's own cleanup: its workflows stop first.
+                        await rt.close()
             finally:
                 delattr(app.state, STATE_KEY)
+        finally:
+            with contextlib.suppress(ValueError):  # exited in another context than entered
+                _current.reset(token)
+            await rt.close()
 
     return run
 

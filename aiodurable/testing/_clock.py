@@ -142,14 +142,17 @@ class TestClock:
     async def sleep_until(self, deadline: float) -> None:
         """Return once the clock has been advanced to ``deadline``."""
         if deadline <= self._now:
+            self._mark_woken()
             return
         await self._wait_on(deadline, None)
 
     async def wait(self, event: asyncio.Event, deadline: float | None) -> bool:
         """Wait for ``event`` until the clock reaches ``deadline``; return whether it was set."""
         if event.is_set():
+            self._mark_woken()
             return True
         if deadline is not None and deadline <= self._now:
+            self._mark_woken()
             return False
         await self._wait_on(deadline, event)
         return event.is_set()
@@ -270,12 +273,18 @@ class TestClock:
             if event_wait is not None:
                 event_wait.cancel()
             self._waits.discard(entry)
-            if task is not None and not task.done():
-                self._woken.add(task)
-                if task not in self._watched:
-                    self._watched.add(task)
-                    task.add_done_callback(self._forget)
+            self._mark_woken()
             self._changed()
+
+    def _mark_woken(self) -> None:
+        """Count the calling task as busy until it waits again: it returned from a wait (at
+        once, or when woken) and runs on, so time must not move under it."""
+        task = asyncio.current_task()
+        if task is not None and not task.done():
+            self._woken.add(task)
+            if task not in self._watched:
+                self._watched.add(task)
+                task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[Any]) -> None:
         self._woken.discard(task)
