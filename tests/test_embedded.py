@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from aiodurable import _embedded
+from aiodurable import _embedded, _keeper
 from aiodurable._embedded import (
     EmbeddedPostgres,
     embedded_server,
@@ -34,9 +34,19 @@ IS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not IS_ROOT, reason="tests running the server as another account")
 
 
+LINGER = 0.2
+"""The keeper's linger in these tests (AIODURABLE_PG_LINGER)."""
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def short_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server with no user stops soon after (here and in child processes)."""
+    monkeypatch.setenv("AIODURABLE_PG_LINGER", str(LINGER))
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
@@ -146,7 +156,8 @@ asyncio.run(main())
 
 
 def test_sigkill_of_the_app_stops_the_server(base: Path) -> None:
-    """After kill -9 of the process that started it, the server shuts down cleanly by itself."""
+    """After kill -9 of its only user, the server shuts down cleanly by itself (its keeper
+    stops it after the linger)."""
     data = base / "data"
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(data)], stdout=subprocess.PIPE, text=True
@@ -237,7 +248,7 @@ def test_parent_death_signal_survives_the_user_switch() -> None:
                 account=account,
                 home=Path("/"),
                 stdout=write,
-                preexec=_embedded._parent_death_hook(),
+                preexec=_keeper.parent_death_hook(),
             )
         finally:
             os.close(write)
@@ -285,17 +296,31 @@ async def test_empty_pg_bin_names_the_variable(base: Path, monkeypatch: pytest.M
 
 @pytest.mark.anyio
 async def test_embedded_server_is_shared_within_a_process(base: Path) -> None:
-    """Two embedded_server() users share one server; the last one out stops it."""
+    """Two embedded_server() users in one process share one server, which stays up while either
+    remains; its keeper stops it the linger after the last one leaves."""
     data = base / "data"
     async with embedded_server(data) as first:
         pid = postmaster_pid(data)
         async with embedded_server(data) as second:
             assert second == first
             assert postmaster_pid(data) == pid
+        # No event marks a stop that must not happen: leave the keeper two checks past the
+        # linger to stop the server wrongly.
+        await asyncio.sleep(LINGER + 2 * _keeper.POLL)
         assert await fetch(first, "select 1") == 1
-    assert wait_gone(pid, 0)
+    assert await _embedded._wait_exit(pid, 10)
     assert running_url(data) is None
-    assert not _embedded._shared
+    log = (data / "aiodurable-server.log").read_text()
+    assert f"no program has used the server for {LINGER:g} s: stopping it" in log
+
+
+@pytest.mark.anyio
+async def test_a_bad_linger_names_the_variable(base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AIODURABLE_PG_LINGER that is not a number of seconds fails with a message naming it."""
+    monkeypatch.setenv("AIODURABLE_PG_LINGER", "soon")
+    with pytest.raises(EmbeddedPostgresError, match="AIODURABLE_PG_LINGER='soon'"):
+        await EmbeddedPostgres(base / "data").start()
+    assert not (base / "data").exists()
 
 
 @pytest.mark.anyio
