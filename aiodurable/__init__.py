@@ -28,6 +28,7 @@ from ._exceptions import (
     MaxRetriesExceeded,
     NonDeterminismError,
     NoRuntimeError,
+    OwnershipLost,
     SchemaError,
     SerializationError,
     WorkflowCancelled,
@@ -36,6 +37,7 @@ from ._exceptions import (
     WorkflowNotResumable,
 )
 from ._handle import WorkflowHandle
+from ._health import LoopHealth, RuntimeHealth
 from ._logging import WorkflowContextFilter
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus
 from ._queue import EnqueueOptions, Queue, RateLimit
@@ -56,15 +58,18 @@ __all__ = [
     "EmbeddedPostgresError",
     "EnqueueOptions",
     "JsonSerializer",
+    "LoopHealth",
     "MaxRetriesExceeded",
     "NoRuntimeError",
     "NonDeterminismError",
     "NonRetryable",
+    "OwnershipLost",
     "PickleSerializer",
     "Queue",
     "RateLimit",
     "Retry",
     "Runtime",
+    "RuntimeHealth",
     "SchemaError",
     "SerializationError",
     "Serializer",

@@ -4,12 +4,18 @@ Each command opens a runtime that recovers nothing and runs nothing itself: comm
 workflow's code (resume, restart, fork, recover) leave the workflow PENDING for any live runtime
 of the right application version, which takes it at once. Output is a readable table, or JSON
 with ``--json``. Exit status: 0 success, 1 workflow not found, 2 usage error.
+
+Text from the database (IDs, names, outputs, errors) may hold terminal escape sequences, which
+could retitle the window, clear the screen or fake output; tables and ``get`` print every control
+character (C0, DEL, C1), bidirectional override and unpaired surrogate as a visible escape such as
+``\x1b``. ``--json`` escapes what JSON requires and is meant for programs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -48,9 +54,32 @@ def _count(text: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to 2**63 - 1")
     return value
+
+
+def _text(text: str) -> str:
+    """An ID or filter as given: text PostgreSQL can hold (argv bytes that are not UTF-8 arrive
+    as unpaired surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"{_printable(repr(text))} is not valid UTF-8 text, so no workflow has it"
+        ) from None
+    return text
+
+
+def schema_name(text: str) -> str:
+    """The ``--schema`` option: a plain lower-case SQL identifier, checked whole (a trailing
+    newline included)."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,47}", text):
+        raise argparse.ArgumentTypeError(
+            f"{_printable(repr(text))} is not a plain lower-case SQL identifier: use up to 48"
+            " letters, digits and underscores, starting with a letter or underscore"
+        )
+    return text
 
 
 def _error_text(error: BaseException | None) -> str | None:
@@ -72,6 +101,7 @@ def _info_dict(info: WorkflowInfo) -> dict[str, object]:
         "recovery_attempts": info.recovery_attempts,
         "queue_name": info.queue_name,
         "parent_workflow_id": info.parent_workflow_id,
+        "decode_error": info.decode_error,
     }
 
 
@@ -84,6 +114,7 @@ def _step_dict(step: StepInfo) -> dict[str, object]:
         "child_workflow_id": step.child_workflow_id,
         "started_at": step.started_at.isoformat(),
         "completed_at": step.completed_at.isoformat(),
+        "decode_error": step.decode_error,
     }
 
 
@@ -91,9 +122,23 @@ def _print_json(value: object) -> None:
     sys.stdout.write(orjson.dumps(value, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_BIDI = [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ESCAPES: dict[int, str] = {
+    **{c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]},
+    **{c: f"\\u{c:04x}" for c in [*_BIDI, *range(0xD800, 0xE000)]},
+    **{ord(k): v for k, v in _NAMED.items()},
+}
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character that could steer a terminal shown as an escape."""
+    return text.translate(_ESCAPES)
+
+
 def _clip(value: object, width: int) -> str:
     text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
-    text = text.replace("\n", " ")
+    text = _printable(text[: width + 1])
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -136,12 +181,12 @@ async def _list(rt: Runtime, args: argparse.Namespace) -> int:
         ["WORKFLOW ID", "STATUS", "NAME", "VERSION", "EXECUTOR", "QUEUE", "POS", "CREATED (UTC)"],
         [
             [
-                i.workflow_id,
+                _printable(i.workflow_id),
                 i.status.value,
                 _clip(i.name, 40),
-                i.app_version[:12],
-                i.executor_id,
-                i.queue_name or "",
+                _printable(i.app_version[:12]),
+                _printable(i.executor_id),
+                _printable(i.queue_name or ""),
                 str(positions.get(i.workflow_id, "")),
                 _when(i.created_at),
             ]
@@ -174,7 +219,7 @@ async def _steps(rt: Runtime, args: argparse.Namespace) -> int:
                 str(s.function_id),
                 _clip(s.name, 40),
                 _clip(_error_text(s.error) or s.output, 60),
-                s.child_workflow_id or "",
+                _printable(s.child_workflow_id or ""),
                 f"{(s.completed_at - s.started_at).total_seconds() * 1000:.0f}",
             ]
             for s in steps
@@ -213,7 +258,10 @@ async def _recover(rt: Runtime, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(released)
     else:
-        print(f"handed {len(released)} workflow(s) of executor {args.executor!r} to live runtimes")
+        print(
+            f"handed {len(released)} workflow(s) of executor {_printable(repr(args.executor))}"
+            " to live runtimes"
+        )
     return 0
 
 
@@ -222,7 +270,7 @@ async def _report(rt: Runtime, workflow_id: str, as_json: bool) -> int:
     if as_json:
         _print_json(_info_dict(info))
     else:
-        print(f"{info.workflow_id}  {info.status.value}")
+        print(f"{_printable(info.workflow_id)}  {info.status.value}")
     return 0
 
 
@@ -238,18 +286,20 @@ def add_workflow_commands(commands: argparse._SubParsersAction[argparse.Argument
             default=None,
             help="PostgreSQL URL (default: AIODURABLE_DATABASE_URL, else the embedded server)",
         )
-        parser.add_argument("--schema", default="aiodurable", help="aiodurable's schema")
+        parser.add_argument(
+            "--schema", type=schema_name, default="aiodurable", help="aiodurable's schema"
+        )
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
         parser.set_defaults(command=_opened(handler))
         return parser
 
     listing = command("list", _list, "list workflows, newest first")
     listing.add_argument("--status", type=_status, action="append", help="repeatable")
-    listing.add_argument("--name")
-    listing.add_argument("--prefix", help="workflow ID prefix")
-    listing.add_argument("--app-version")
-    listing.add_argument("--executor")
-    listing.add_argument("--queue")
+    listing.add_argument("--name", type=_text)
+    listing.add_argument("--prefix", type=_text, help="workflow ID prefix")
+    listing.add_argument("--app-version", type=_text)
+    listing.add_argument("--executor", type=_text)
+    listing.add_argument("--queue", type=_text)
     listing.add_argument("--start-time", type=_time, help="created at or after (ISO 8601)")
     listing.add_argument("--end-time", type=_time, help="created at or before (ISO 8601)")
     listing.add_argument("--limit", type=_count, default=50)
@@ -262,14 +312,18 @@ def add_workflow_commands(commands: argparse._SubParsersAction[argparse.Argument
         ("resume", _resume, "resume a cancelled workflow from its last completed step"),
         ("restart", _restart, "run a workflow again under a new ID"),
     ]:
-        command(name, handler, help_text).add_argument("workflow_id")
+        command(name, handler, help_text).add_argument("workflow_id", type=_text)
     fork = command("fork", _fork, "start a new workflow reusing the journal below a step")
-    fork.add_argument("workflow_id")
+    fork.add_argument("workflow_id", type=_text)
     fork.add_argument("--step", type=_count, required=True, help="the function ID to rerun from")
-    fork.add_argument("--new-id", default=None, help="the new workflow's ID (default: a UUID)")
-    fork.add_argument("--app-version", default=None, help="the version to run the fork on")
+    fork.add_argument(
+        "--new-id", type=_text, default=None, help="the new workflow's ID (default: a UUID)"
+    )
+    fork.add_argument(
+        "--app-version", type=_text, default=None, help="the version to run the fork on"
+    )
     recover = command("recover", _recover, "hand a gone executor's workflows to live runtimes")
-    recover.add_argument("--executor", required=True)
+    recover.add_argument("--executor", type=_text, required=True)
 
 
 def _opened(handler: _Command) -> Callable[[argparse.Namespace], Awaitable[int]]:

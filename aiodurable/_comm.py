@@ -3,6 +3,10 @@
 Each of these, called in a workflow, takes its function ID when it is called (these are plain
 functions returning a coroutine) and is a checkpoint: replay returns what the first execution
 saw. Each effect commits in the same statement as its journal entry.
+
+Durations are checked by `check_timeout`: seconds >= 0, at most ``MAX_SECONDS``, and
+``float("inf")`` means no limit (``sleep`` sleeps until the workflow is cancelled, ``recv`` and
+``get_event`` wait until something arrives), the same as it does for workflow timeouts.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._context import WorkflowContext, current_workflow, in_step, require_workflow
+from ._serde import decode
 from ._store import AUTO_KEY_PREFIX, StepRow
-from ._workflow import check_id
+from ._validate import check_id, check_timeout
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -30,12 +35,9 @@ SET_EVENT = "aiodurable.set_event"
 GET_EVENT = "aiodurable.get_event"
 
 
-def _seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
-    return float(value)
+def _seconds(name: str, value: object) -> float | None:
+    """A wait's duration, checked; None for no limit (``float("inf")``)."""
+    return check_timeout(value, name, zero=True)
 
 
 def _durable(ctx: WorkflowContext | None) -> WorkflowContext | None:
@@ -47,26 +49,30 @@ def _durable(ctx: WorkflowContext | None) -> WorkflowContext | None:
 
 def sleep(seconds: float) -> Coroutine[Any, Any, None]:
     """Sleep durably: in a workflow the wake-up time is recorded, so after a crash the workflow
-    sleeps only what remains. Outside a workflow (or in a step) it is ``asyncio.sleep``."""
+    sleeps only what remains. ``float("inf")`` sleeps until the workflow is cancelled (or its
+    deadline passes). Outside a workflow (or in a step) it is ``asyncio.sleep``."""
     delay = _seconds("sleep(seconds)", seconds)
     ctx = _durable(current_workflow())
     if ctx is None:
-        return asyncio.sleep(delay)
+        return asyncio.sleep(math.inf if delay is None else delay)
     return _sleep(ctx, ctx.next_function_id(), delay)
 
 
-async def _sleep(ctx: WorkflowContext, function_id: int, seconds: float) -> None:
+async def _sleep(ctx: WorkflowContext, function_id: int, seconds: float | None) -> None:
     rt = ctx.runtime
     entry = ctx.recorded(function_id, SLEEP)
     if entry is None:
         ctx.check_cancelled()
         now = rt.clock.now()
-        wake_at = now + seconds
-        entry = StepRow(function_id, SLEEP, "json", orjson.dumps(wake_at), None, None, now, now)
+        # The wake-up time, or null for a sleep without end.
+        wake = b"null" if seconds is None else orjson.dumps(now + seconds)
+        entry = StepRow(function_id, SLEEP, "json", wake, None, None, now, now)
         entry = await rt.checkpoint(ctx, entry) or entry
-    assert entry.output is not None
-    wake_at = float(orjson.loads(entry.output))
-    await ctx.interruptible(rt.clock.sleep_until(wake_at))
+    wake_at = None if entry.output is None else orjson.loads(entry.output)
+    if wake_at is None:
+        await ctx.interruptible(rt.clock.wait(asyncio.Event(), None))  # until cancelled
+    else:
+        await ctx.interruptible(rt.clock.sleep_until(float(wake_at)))
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -139,7 +145,7 @@ async def _send(
 
 def recv(topic: str | None = None, timeout: float = 60.0) -> Coroutine[Any, Any, Any]:
     """In a workflow, wait for the oldest message on ``topic`` (no topic: only messages sent
-    without one) and consume it; ``None`` after ``timeout`` seconds.
+    without one) and consume it; ``None`` after ``timeout`` seconds (``float("inf")``: never).
 
     The consume and its checkpoint commit together, so each message is received exactly once.
     The deadline is recorded: a workflow recovered mid-wait waits only what remains.
@@ -150,12 +156,12 @@ def recv(topic: str | None = None, timeout: float = 60.0) -> Coroutine[Any, Any,
     return _recv(ctx, ctx.next_function_id(), topic_key, seconds)
 
 
-async def _recv(ctx: WorkflowContext, function_id: int, topic: str, timeout: float) -> Any:
+async def _recv(ctx: WorkflowContext, function_id: int, topic: str, timeout: float | None) -> Any:
     rt = ctx.runtime
     entry = ctx.recorded(function_id, RECV)
     if entry is None:
         ctx.check_cancelled()
-        deadline: float | None = None
+        deadline: float | None = None  # none recorded yet, or (timeout None) none at all
         with rt.notifier.watch("m", ctx.workflow_id, topic) as waiter:
             while True:
                 waiter.clear()
@@ -165,11 +171,11 @@ async def _recv(ctx: WorkflowContext, function_id: int, topic: str, timeout: flo
                 )
                 if entry is not None:
                     break
-                if deadline is None:
+                if deadline is None and timeout is not None:
                     deadline = await rt.store.wait_deadline(
                         ctx.workflow_id, function_id, now + timeout
                     )
-                if now >= deadline:
+                if deadline is not None and now >= deadline:
                     row = StepRow(function_id, RECV, "json", b"null", None, None, now, now)
                     entry = await rt.checkpoint(ctx, row) or row
                     break
@@ -201,8 +207,8 @@ async def _set_event(ctx: WorkflowContext, function_id: int, key: str, data: byt
 
 def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Coroutine[Any, Any, Any]:
     """Wait until workflow ``workflow_id`` has published ``key``; return its latest value, or
-    ``None`` after ``timeout`` seconds. In a workflow it is a checkpoint: replay sees the value
-    read the first time."""
+    ``None`` after ``timeout`` seconds (``float("inf")``: never). In a workflow it is a
+    checkpoint: replay sees the value read the first time."""
     from ._runtime import current_runtime  # (import here: the runtime imports this module)
 
     return get_event_on(current_runtime(), workflow_id, key, timeout)
@@ -227,14 +233,14 @@ async def _get_event(
     function_id: int,
     workflow_id: str,
     key: str,
-    timeout: float,
+    timeout: float | None,
 ) -> Any:
     if ctx is not None:
         entry = ctx.recorded(function_id, GET_EVENT)
         if entry is not None:
             return rt.replay(ctx.workflow_id, entry, None)
         ctx.check_cancelled()
-    deadline: float | None = None
+    deadline: float | None = None  # none computed yet, or (timeout None) none at all
     found: tuple[str, bytes] | None = None
     with rt.notifier.watch("e", workflow_id, key) as waiter:
         while True:
@@ -243,11 +249,11 @@ async def _get_event(
             now = rt.clock.now()
             if found is not None:
                 break
-            if deadline is None:
+            if deadline is None and timeout is not None:
                 deadline = now + timeout
                 if ctx is not None:
                     deadline = await rt.store.wait_deadline(ctx.workflow_id, function_id, deadline)
-            if now >= deadline:
+            if deadline is not None and now >= deadline:
                 break
             wait = waiter.wait(deadline)
             await (wait if ctx is None else ctx.interruptible(wait))
@@ -257,4 +263,5 @@ async def _get_event(
         recorded = await rt.checkpoint(ctx, row)
         if recorded is not None:
             return rt.replay(ctx.workflow_id, recorded, None)
-    return rt.serializer_for(fmt).loads(data, None)
+    what = f"the value of event {key!r} of workflow {workflow_id!r}"
+    return decode(rt.serializer_for(fmt), data, None, what=what)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._exceptions import NonDeterminismError, NoRuntimeError
 from ._store import StepRow
+from ._validate import check_id, check_timeout
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -26,6 +27,7 @@ T = TypeVar("T")
 
 __all__ = [
     "WorkflowContext",
+    "check_timeout",
     "current_workflow",
     "current_workflow_id",
     "in_step",
@@ -170,9 +172,7 @@ def set_workflow_id(workflow_id: str) -> Iterator[None]:
     The ID is an idempotency key: a workflow ID runs at most once, ever; starting it again returns
     the recorded outcome. Only the first workflow started in the block takes the ID.
     """
-    if not isinstance(workflow_id, str) or not workflow_id:
-        raise ValueError(f"a workflow ID must be a non-empty string, not {workflow_id!r}")
-    token = _next_id.set([workflow_id])
+    token = _next_id.set([check_id("workflow ID", workflow_id)])
     try:
         yield
     finally:
@@ -187,19 +187,14 @@ def take_assigned_id() -> str | None:
     return None
 
 
-def check_timeout(seconds: object) -> float:
-    """A workflow timeout: a number of seconds > 0; ValueError otherwise."""
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
-        raise ValueError(f"a workflow timeout must be a number of seconds > 0, not {seconds!r}")
-    return float(seconds)
-
-
 @contextmanager
 def set_workflow_timeout(seconds: float | None) -> Iterator[None]:
     """Give every workflow started in this block a deadline ``seconds`` after its start.
 
     Past it the workflow is cancelled (as by ``cancel_workflow``). The deadline is recorded, so
-    it holds across recovery, and child workflows inherit it. ``None`` lifts an outer timeout.
+    it holds across recovery, and child workflows inherit it. ``None`` (or ``float("inf")``)
+    lifts an outer timeout. ``seconds`` is checked here, by :func:`check_timeout`: > 0 and at
+    most ``MAX_SECONDS``, so a deadline never fails the write that records it.
     """
     token = _timeout.set(None if seconds is None else check_timeout(seconds))
     try:

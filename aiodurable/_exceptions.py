@@ -9,6 +9,7 @@ The tree::
     ├── WorkflowFailed
     ├── WorkflowCancelled
     ├── WorkflowNotResumable
+    ├── OwnershipLost
     ├── MaxRetriesExceeded
     ├── DuplicateWorkflowError
     ├── SchemaError
@@ -31,6 +32,7 @@ __all__ = [
     "MaxRetriesExceeded",
     "NoRuntimeError",
     "NonDeterminismError",
+    "OwnershipLost",
     "SchemaError",
     "SerializationError",
     "WorkflowCancelled",
@@ -106,6 +108,23 @@ class WorkflowNotResumable(DurableError):
     def __init__(self, workflow_id: str, message: str) -> None:
         super().__init__(message)
         self.workflow_id = workflow_id
+
+
+class OwnershipLost(DurableError):
+    """Another executor took this workflow over (this one was paused, or cut off from PostgreSQL
+    for longer than ``executor_lease``): the journal refused this runtime's write, which
+    changed nothing. The workflow stops here and goes on where it is now owned; its handles
+    follow it there."""
+
+    def __init__(self, workflow_id: str, detail: str = "") -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} was taken over by another executor; this runtime stops"
+            f" running it{': ' + detail if detail else ''}"
+        )
+        self.workflow_id = workflow_id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.workflow_id,))
 
 
 class MaxRetriesExceeded(DurableError):

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from ._exceptions import DurableError, WorkflowNotResumable
 from ._handle import WorkflowHandle
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus
-from ._store import NewWorkflow, WorkflowQuery
+from ._store import NewWorkflow, WorkflowQuery, storable
+from ._validate import check_epoch
 from ._workflow import check_id, lookup
 
 if TYPE_CHECKING:
@@ -64,14 +65,32 @@ def _seconds(name: str, value: TimeFilter) -> float | None:
         return value.timestamp()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a datetime or a POSIX timestamp, not {value!r}")
-    return float(value)
+    return check_epoch(name, value)  # finite, and within the tables' bigint milliseconds
+
+
+_INT64_MAX = 2**63 - 1
 
 
 def _count(name: str, value: int | None) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _INT64_MAX:
+        raise ValueError(f"{name} must be an int from 0 to {_INT64_MAX:,} (64 bits), not {value!r}")
+    return value
+
+
+def _text(name: str, value: str | None) -> str | None:
+    """A text filter, checked: one PostgreSQL text cannot hold could match nothing."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, not {value!r:.80}")
+    if not storable(value):
+        problem = "a NUL character" if "\x00" in value else "a lone surrogate"
+        raise ValueError(
+            f"{name} {value!r:.80} holds {problem}, which PostgreSQL text cannot store, so it"
+            " matches no workflow; remove it"
+        )
     return value
 
 
@@ -96,14 +115,16 @@ async def list_workflows(
 
     ``status`` takes one status or several; times filter on creation and take aware datetimes or
     POSIX timestamps. ``load_input=False``/``load_output=False`` leave inputs and outputs out.
+    A filter that no workflow could match (text with NUL, a time or count beyond 64 bits)
+    raises ``ValueError``; a row whose values cannot be decoded is listed with ``decode_error``.
     """
     query = WorkflowQuery(
         statuses=_statuses(status),
-        name=name,
-        workflow_id_prefix=workflow_id_prefix,
-        app_version=app_version,
-        executor_id=executor_id,
-        queue_name=queue_name,
+        name=_text("name", name),
+        workflow_id_prefix=_text("workflow_id_prefix", workflow_id_prefix),
+        app_version=_text("app_version", app_version),
+        executor_id=_text("executor_id", executor_id),
+        queue_name=_text("queue_name", queue_name),
         start_time=_seconds("start_time", start_time),
         end_time=_seconds("end_time", end_time),
         limit=_count("limit", limit),

@@ -42,6 +42,10 @@ class WorkflowInfo:
 
     ``inputs`` is ``{"args": [...], "kwargs": {...}}`` decoded per the workflow's annotations;
     ``output`` the decoded return value; ``error`` the recorded exception, rebuilt when possible.
+    A recorded value that cannot be decoded (a format this runtime does not read, bytes that are
+    not valid JSON, an annotation that changed since) leaves ``inputs`` or ``output`` None and
+    says why in ``decode_error``, so that one such row never fails a whole listing;
+    ``get_result()`` raises :class:`SerializationError` for it.
     """
 
     workflow_id: str
@@ -57,6 +61,8 @@ class WorkflowInfo:
     recovery_attempts: int
     queue_name: str | None
     parent_workflow_id: str | None = None
+    decode_error: str | None = None
+    """Why a recorded value could not be decoded (it is left None), or None if all were."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +70,8 @@ class StepInfo:
     """One journal entry, as ``list_steps()`` returns it.
 
     ``name`` is the step's name (or ``aiodurable.sleep``, ``aiodurable.recv``... for the
-    runtime's own checkpoints, or the child workflow's name for a child).
+    runtime's own checkpoints, or the child workflow's name for a child). An output that cannot
+    be decoded is left None, with the reason in ``decode_error``.
     """
 
     function_id: int
@@ -74,3 +81,5 @@ class StepInfo:
     child_workflow_id: str | None
     started_at: datetime
     completed_at: datetime
+    decode_error: str | None = None
+    """Why the recorded output could not be decoded (it is left None), or None."""

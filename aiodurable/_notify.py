@@ -97,8 +97,10 @@ class Notifier:
         keepalive_interval: float = 5.0,
         on_connect: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
         on_signal: Callable[[Key], None] | None = None,
+        max_backoff: float = 2.0,
     ) -> None:
         self._connect = connect
+        self.max_backoff = max_backoff
         self.channel = channel
         self.clock = clock
         self.fallback_interval = fallback_interval
@@ -124,6 +126,11 @@ class Notifier:
             if self.waiting >= count:
                 return
             await self._registered.wait()
+
+    @property
+    def listening(self) -> bool:
+        """Whether the LISTEN connection (which holds the executor's lock) is up now."""
+        return self._conn is not None and not self._lost.is_set() and not self._closed
 
     @property
     def closed(self) -> bool:
@@ -225,17 +232,12 @@ class Notifier:
             while not self._closed:
                 try:
                     await self._open()
-                except (
-                    OSError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                    TimeoutError,
-                ) as exc:
+                except Exception as exc:  # any failure to reconnect: log it and try again
                     logger.warning(
                         "LISTEN connection lost (%s); reconnecting in %.2f s", exc, delay
                     )
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+                    delay = min(delay * 2, self.max_backoff)
                     continue
                 logger.info("LISTEN connection restored")
                 # Anything may have changed while the connection was down.
@@ -258,7 +260,7 @@ class Notifier:
                 return
             try:
                 await conn.fetchval("SELECT 1", timeout=self.keepalive_interval)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except Exception as exc:  # any failure of the ping (a broken client state too)
                 logger.warning("LISTEN connection unresponsive (%s); reconnecting", exc)
                 conn.terminate()
                 self._lost.set()

@@ -25,7 +25,8 @@ from ._exceptions import DuplicateWorkflowError
 from ._handle import WorkflowHandle
 from ._serde import return_hint
 from ._store import NewWorkflow
-from ._workflow import WorkflowDef, check_id, definition_of
+from ._validate import check_id, check_priority
+from ._workflow import WorkflowDef, definition_of
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -156,10 +157,10 @@ class Queue:
     ) -> EnqueueOptions:
         """Enqueue options: ``q.with_options(priority=1).enqueue(fn, *args)``.
 
-        ``priority``: lower first (needs ``priority_enabled``). ``deduplication_id``: while a
-        workflow with it is queued or running on this queue, enqueueing another raises
-        :class:`DuplicateWorkflowError` (``on_duplicate="raise"``) or returns the existing
-        workflow's handle (``on_duplicate="return"``).
+        ``priority``: lower first (a 32-bit int; needs ``priority_enabled``).
+        ``deduplication_id``: while a workflow with it is queued or running on this queue,
+        enqueueing another raises :class:`DuplicateWorkflowError` (``on_duplicate="raise"``) or
+        returns the existing workflow's handle (``on_duplicate="return"``).
         """
         return EnqueueOptions(self, workflow_id, priority, deduplication_id, on_duplicate)
 
@@ -179,8 +180,7 @@ class EnqueueOptions:
             check_id("workflow ID", self.workflow_id)
         if self.deduplication_id is not None:
             check_id("deduplication ID", self.deduplication_id)
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
-            raise ValueError(f"priority must be an int, not {self.priority!r}")
+        check_priority(self.priority)
         if self.priority != 0 and not self.queue.priority_enabled:
             raise ValueError(
                 f"queue {self.queue.name!r} does not order by priority; declare it with"

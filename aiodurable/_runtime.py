@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import uuid
 import warnings
 import weakref
@@ -40,12 +41,14 @@ from ._exceptions import (
     DurableError,
     NonDeterminismError,
     NoRuntimeError,
+    OwnershipLost,
     SerializationError,
     WorkflowCancelled,
     WorkflowFailed,
     WorkflowNotFound,
 )
 from ._handle import Outcome, WorkflowHandle
+from ._health import Loops, RuntimeHealth
 from ._manage import StatusFilter, TimeFilter
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus, from_timestamp
 from ._notify import Notifier
@@ -131,6 +134,12 @@ def _positive(label: str, value: object) -> None:
         raise ValueError(f"Runtime({label}=) must be a positive number, not {value!r}")
 
 
+def _undecoded(what: str, exc: SerializationError) -> str:
+    """Why a recorded value was not decoded, for ``decode_error``, naming ``what`` it was."""
+    text = str(exc)
+    return text if text.startswith("cannot decode") else f"cannot decode {what}: {text}"
+
+
 def default_executor_id() -> str:
     """An executor ID that is stable across restarts of the same program on the same machine."""
     main = sys.modules.get("__main__")
@@ -197,6 +206,9 @@ class Runtime:
     - ``heartbeat_interval`` and ``executor_lease`` (seconds): liveness, and how long another
       executor may stay silent before this runtime takes its workflows over.
     - ``max_value_size``: the largest encoded input, output, message or event, in bytes.
+    - ``unreachable_timeout``: seconds an operation keeps retrying while PostgreSQL is out of
+      reach before it raises :class:`DatabaseUnavailable` (the runtime's own background work
+      never gives up: it pauses and goes on once the database is back; see :meth:`health`).
     """
 
     def __init__(
@@ -217,6 +229,7 @@ class Runtime:
         executor_lease: float = 30.0,
         max_value_size: int = 16 * 1024 * 1024,
         command_timeout: float | None = 30.0,
+        unreachable_timeout: float = 30.0,
     ) -> None:
         self._database_url = database_url or os.environ.get("AIODURABLE_DATABASE_URL") or None
         self._app_version = app_version or os.environ.get("AIODURABLE_APP_VERSION") or None
@@ -229,6 +242,7 @@ class Runtime:
             ("executor_lease", executor_lease),
             ("notify_fallback", notify_fallback),
             ("connect_timeout", connect_timeout),
+            ("unreachable_timeout", unreachable_timeout),
         ):
             _positive(label, seconds)
         if executor_lease <= heartbeat_interval:
@@ -243,6 +257,7 @@ class Runtime:
         self.executor_lease = executor_lease
         self.max_value_size = max_value_size
         self._command_timeout = command_timeout
+        self._unreachable_timeout = unreachable_timeout
         self.schema = schema
         self.app_database_url = app_database_url
         self.serializer: Serializer = serializer or JsonSerializer()
@@ -254,6 +269,11 @@ class Runtime:
         self._notify_fallback = notify_fallback
         self._recover_on_open = recover
         self._begun = False
+        self._loops = Loops(lambda coro, name: self.spawn(coro, name=name))
+        # Ownership: the monotonic time of the last proof that this runtime still owns its
+        # workflows (a heartbeat that found its executor row), and the proof in progress.
+        self._proved_at = -float("inf")
+        self._proving: asyncio.Future[None] | None = None
         self._state = _State.UNOPENED
         self._exit_stack = contextlib.AsyncExitStack()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -372,15 +392,15 @@ class Runtime:
         if self._begun or not self._recover_on_open:
             return
         self._begun = True
+        await self._heartbeat()
         self._recovered = await self.recover()
         await _manage.log_other_versions(self)
-        self.spawn(self._maintain(), name="aiodurable maintenance")
-        self.spawn(self._claim_loop(), name="aiodurable claimer")
+        self._loops.start("maintenance", self._maintain)
+        self._loops.start("claimer", self._claim_loop)
         self.wake_claimer()
-        self.spawn(self._dispatch_loop(), name="aiodurable dispatcher")
+        self._loops.start("dispatcher", self._dispatch_loop)
         self.wake_dispatcher()
-        await self._heartbeat()
-        self.spawn(self._liveness_loop(), name="aiodurable liveness")
+        self._loops.start("liveness", self._liveness_loop)
 
     async def _open(self) -> None:
         if self._database_url is None:
@@ -398,6 +418,8 @@ class Runtime:
             connect_timeout=self._connect_timeout,
             command_timeout=self._command_timeout,
         )
+        self._store.max_backoff = self._reconnect_backoff
+        self._store.retry_for = self._unreachable_timeout
         await self._store.migrate()
         if self.app_database_url and self.app_database_url != self.database_url:
             self._app_store = await Store.open(
@@ -423,9 +445,13 @@ class Runtime:
             fallback_interval=self._notify_fallback,
             on_connect=self._on_listen_connect,
             on_signal=self._on_signal,
+            max_backoff=self._reconnect_backoff,
         )
         await self._notifier.start()
-        self.spawn(self._notifier.run(), name="aiodurable notifier")
+        self._loops.start("notifier", self._notifier.run)
+        # The executor ID is settled (its lock held): journal writes are fenced from now on.
+        self._store.on_fenced = self._on_fenced
+        await self._store.set_owner(self.executor_id)
 
     async def close(self) -> None:
         """Stop every workflow where it stands (it resumes at the next start) and disconnect."""
@@ -479,6 +505,8 @@ class Runtime:
         the next free one, which a restart in the same order takes again. After a reconnect it
         takes back the lock of the ID it runs as."""
         if self._executor_settled:
+            # The lock was down with the connection: prove ownership before the next step.
+            self._proved_at = -float("inf")
             if not await self._try_hold_executor(conn, self.executor_id):
                 logger.error(
                     "executor ID %r was taken by another runtime while the connection was"
@@ -511,9 +539,86 @@ class Runtime:
         )
         return bool(held)
 
+    @property
+    def _reconnect_backoff(self) -> float:
+        """The longest wait between reconnection attempts: well under the lease, so that a live
+        executor is back before a restart of PostgreSQL could make it look gone."""
+        return min(2.0, self.executor_lease / 6)
+
     async def _heartbeat(self) -> None:
-        await self.store.heartbeat(
+        """Record this executor's heartbeat. It proves ownership too: a takeover deletes the
+        gone executor's row, so finding ours missing means our workflows may have moved."""
+        started = time.monotonic()
+        existed = await self.store.heartbeat(
             self.executor_id, socket.gethostname(), os.getpid(), self.app_version
+        )
+        if not existed and self._running:
+            await self._drop_taken_over()
+        self._proved_at = max(self._proved_at, started)
+
+    def ownership_fresh(self) -> bool:
+        """Whether this runtime proved, recently enough, that it owns its workflows: within
+        most of its lease since the last heartbeat, no other executor can have taken it over."""
+        return time.monotonic() - self._proved_at < 0.8 * self.executor_lease
+
+    async def confirm_ownership(self) -> None:
+        """Prove that this runtime still owns its workflows before a step runs, when its last
+        proof is too old (after a pause, or while PostgreSQL was out of reach): one heartbeat,
+        shared by every workflow waiting for it, which stops the workflows taken over since."""
+        if self.ownership_fresh():
+            return
+        if self._proving is None or self._proving.done():
+            proving = self._proving = asyncio.ensure_future(self._prove())
+            self._tasks.add(proving)  # cancelled on close, like the runtime's own tasks
+            proving.add_done_callback(self._tasks.discard)
+            proving.add_done_callback(lambda f: f.cancelled() or f.exception())  # its waiters raise
+        await asyncio.shield(self._proving)
+
+    async def _prove(self) -> None:
+        started = time.monotonic()
+        await self._heartbeat()
+        await self._drop_taken_over()
+        self._proved_at = max(self._proved_at, started)
+
+    async def _drop_taken_over(self) -> None:
+        """Stop, here, the workflows that another executor owns now."""
+        if not self._running:
+            return
+        moved = await self.store.not_owned(list(self._running), self.executor_id)
+        for workflow_id, where in moved.items():
+            self._stop_lost(workflow_id, where)
+
+    def _on_fenced(self, workflow_id: str) -> None:
+        self._stop_lost(workflow_id, "another executor")
+
+    def _stop_lost(self, workflow_id: str, holder: str) -> None:
+        """A workflow this runtime runs was taken over: stop it here, writing nothing more; its
+        waiters here follow it to where it runs now (the outcome is not final)."""
+        running = self._running.get(workflow_id)
+        if running is None or running.ctx.cancelled:
+            return
+        logger.warning(
+            "workflow %s was taken over while this runtime (executor %r) was paused or cut off"
+            " from PostgreSQL for longer than its %g s lease; it is now %s, and stops here",
+            workflow_id,
+            self.executor_id,
+            self.executor_lease,
+            holder,
+        )
+        running.ctx.cancel()
+        if not running.future.done():
+            running.future.set_result(Outcome(error=WorkflowCancelled(workflow_id)))
+
+    def health(self) -> RuntimeHealth:
+        """A snapshot of this runtime's health, for a readiness probe: ``health().ok``, else
+        ``health().problems`` in words. See :class:`aiodurable.RuntimeHealth`."""
+        opened = self._state is _State.OPEN
+        return RuntimeHealth(
+            open=opened,
+            database=opened and self.store.reachable,
+            listening=opened and self.notifier.listening,
+            owner=opened and (not self._begun or self.ownership_fresh()),
+            loops=self._loops.health(),
         )
 
     async def _liveness_loop(self) -> None:
@@ -521,11 +626,8 @@ class Runtime:
         this application version that fell silent past the lease."""
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            try:
-                await self._heartbeat()
-                await self._take_over_silent()
-            except DatabaseUnavailable as exc:
-                logger.warning("liveness check skipped: %s", exc)
+            await self._heartbeat()
+            await self._take_over_silent()
 
     async def _take_over_silent(self) -> None:
         silent = await self.store.silent_executors(
@@ -555,11 +657,8 @@ class Runtime:
             await asyncio.sleep(self._notify_fallback)
             self.wake_claimer()
             self.wake_dispatcher()
-            try:
-                await self.store.forget_auto_keys(self.clock.now() - 86400)
-                await self.recover()
-            except DatabaseUnavailable as exc:
-                logger.warning("self-check skipped: %s", exc)
+            await self.store.forget_auto_keys(self.clock.now() - 86400)
+            await self.recover()
 
     def _on_signal(self, key: tuple[str, ...]) -> None:
         if len(key) == 3 and key[0] == "w" and key[2] == WorkflowStatus.CANCELLED:
@@ -757,6 +856,8 @@ class Runtime:
             if not ctx.cancelled:
                 raise  # the runtime is closing: the workflow stays PENDING
             return Outcome(error=WorkflowCancelled(wid))
+        except OwnershipLost:
+            return Outcome(error=WorkflowCancelled(wid))  # not final: its waiters follow it
         except DatabaseUnavailable as exc:
             logger.error("workflow %s stopped: %s; it resumes at the next start", wid, exc)
             return Outcome(error=exc)
@@ -777,6 +878,10 @@ class Runtime:
 
     async def _recorded_outcome(self, workflow_id: str, wdef: WorkflowDef) -> Outcome:
         row = await self.store.require_workflow(workflow_id)
+        if not WorkflowStatus(row.status).is_terminal:
+            # The final status was refused: another executor owns the workflow now.
+            self._stop_lost(workflow_id, f"executor {row.executor_id!r}")
+            return Outcome(error=WorkflowCancelled(workflow_id))
         try:
             return Outcome(value=self._result_of(row, return_hint(wdef.fn)))
         except Exception as exc:
@@ -913,19 +1018,26 @@ class Runtime:
         return self.info(await self.store.require_workflow(workflow_id))
 
     def info(self, row: WorkflowRow, *, load_data: bool = True) -> WorkflowInfo:
-        """Build the public snapshot of a workflow row, decoding per the workflow's annotations."""
+        """Build the public snapshot of a workflow row, decoding per the workflow's annotations.
+
+        A value that cannot be decoded is left None and explained in ``decode_error``: one such
+        row must not fail a whole listing (``get_result()`` still raises for it)."""
         wdef = lookup(row.name)
         inputs: object = None
         output: object = None
         error: BaseException | None = None
+        problems: list[str] = []
         if load_data:
             if row.inputs is not None:
-                inputs = self._decode_inputs(row, wdef)
-            if row.status == "SUCCESS":
+                try:
+                    inputs = self._decode_inputs(row, wdef)
+                except SerializationError as exc:
+                    problems.append(_undecoded("the inputs", exc))
+            if row.status == "SUCCESS" and row.output is not None:
                 try:
                     output = self._result_of(row, None if wdef is None else return_hint(wdef.fn))
-                except SerializationError:
-                    output = None
+                except SerializationError as exc:
+                    problems.append(_undecoded("the output", exc))
             if row.error is not None:
                 error = decode_exception(row.error, workflow_id=row.workflow_id)
         created = from_timestamp(row.created_at)
@@ -945,24 +1057,32 @@ class Runtime:
             recovery_attempts=row.recovery_attempts,
             queue_name=row.queue_name,
             parent_workflow_id=row.parent_workflow_id,
+            decode_error="; ".join(problems) or None,
         )
 
     def _decode_inputs(self, row: WorkflowRow, wdef: WorkflowDef | None) -> object:
         assert row.inputs is not None
         serializer = self.serializer_for(row.format)
         if wdef is None:
-            return serializer.loads(row.inputs, None)
+            what = f"the inputs of workflow {row.workflow_id!r}"
+            return decode(serializer, row.inputs, None, what=what)
         args, kwargs = decode_inputs(serializer, wdef.fn, row.inputs)
         return {"args": list(args), "kwargs": kwargs}
 
     def step_info(self, workflow_id: str, entry: StepRow) -> StepInfo:
-        """Build the public snapshot of a journal entry."""
+        """Build the public snapshot of a journal entry; an output that cannot be decoded is
+        left None and explained in ``decode_error``."""
         output: object = None
         error: BaseException | None = None
+        problem: str | None = None
         if entry.error is not None:
             error = decode_exception(entry.error, workflow_id=workflow_id)
         elif entry.output is not None:
-            output = self.serializer_for(entry.format).loads(entry.output, None)
+            what = f"the output of {entry.name!r} (function ID {entry.function_id})"
+            try:
+                output = decode(self.serializer_for(entry.format), entry.output, None, what=what)
+            except SerializationError as exc:
+                problem = _undecoded(what, exc)
         started = from_timestamp(entry.started_at)
         completed = from_timestamp(entry.completed_at)
         assert started is not None and completed is not None
@@ -974,6 +1094,7 @@ class Runtime:
             child_workflow_id=entry.child_workflow_id,
             started_at=started,
             completed_at=completed,
+            decode_error=problem,
         )
 
     # -- recovery ----------------------------------------------------------------------------
@@ -1075,6 +1196,7 @@ class Runtime:
         self._claim_wanted.set()
 
     async def _claim_loop(self) -> None:
+        self.wake_claimer()  # at each (re)start: a wake-up may have been missed meanwhile
         while True:
             await self._claim_wanted.wait()
             self._claim_wanted.clear()
@@ -1095,6 +1217,7 @@ class Runtime:
         """Start queued workflows as the queues' limits allow; woken by notifications, by rate
         limit windows reopening, and now and then as a safety net."""
         retry_at: dict[str, float] = {}
+        self.wake_dispatcher()  # at each (re)start: a wake-up may have been missed meanwhile
         while True:
             # Rate-limit windows are durable time (the clock); the safety re-read is real time.
             window = min(retry_at.values(), default=None)

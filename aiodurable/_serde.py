@@ -17,7 +17,8 @@ annotation of the function the value belongs to: a step annotated ``-> Receipt``
 ``Receipt`` on replay too. `convert` lists the annotations it understands. Without an annotation
 the plain JSON value comes back. A union such as ``int | str`` keeps a value that is exactly one of
 its plain JSON types as it is (``"3"`` stays ``"3"``), otherwise takes the first member that
-accepts it. NaN and infinite floats are written as ``null`` by orjson.
+accepts it. JSON has no NaN or infinity (orjson would write them as ``null``, and replay would
+see ``None``), so a value holding one, anywhere, raises `SerializationError` when encoded.
 
 Pickle (`PickleSerializer`) is used only when the application asks for it; it restores any
 picklable value exactly, and must only read data the application itself wrote.
@@ -44,6 +45,7 @@ from typing import Any, NoReturn, Protocol
 
 import orjson
 
+from aiodurable._error_bounds import bounded_record
 from aiodurable._exceptions import SerializationError, WorkflowFailed
 
 __all__ = [
@@ -112,8 +114,13 @@ class JsonSerializer:
         return "json"
 
     def dumps(self, value: object) -> bytes:
-        """Encode ``value`` as JSON; raises ``TypeError`` for a type JSON cannot hold."""
-        return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+        """Encode ``value`` as JSON; raises ``TypeError`` for a type JSON cannot hold and
+        ``ValueError`` for a NaN or an infinity anywhere in it."""
+        data = orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+        # orjson writes NaN and infinities as null; only output that holds a null can hide one.
+        if b"null" in data:
+            _check_finite(value)
+        return data
 
     def loads(self, data: bytes, hint: object) -> object:
         """Decode JSON ``data`` and convert it to ``hint``."""
@@ -121,6 +128,81 @@ class JsonSerializer:
         if hint is None or hint is Any or hint is object:  # the cheap path: no guidance
             return value
         return convert(value, hint)
+
+
+class _NonFiniteError(ValueError):
+    """A NaN or an infinity where JSON needs a number; containers add their step to ``path``."""
+
+    def __init__(self, number: float) -> None:
+        super().__init__(number)
+        self.number = number
+        self.path: list[str] = []
+
+    def __str__(self) -> str:
+        where = "".join(reversed(self.path))
+        place = f" at ${where}" if where else ""
+        return (
+            f"{self.number!r}{place} is not a finite number: JSON has no NaN or infinity"
+            " (it would be recorded as null, and replay would read None)"
+        )
+
+
+# Types orjson writes without calling `_default` and that hold no float (bool is an int, a
+# datetime a date).
+_NO_FLOAT = (str, int, type(None), dt.date, dt.time, uuid.UUID)
+
+
+def _non_finite(number: float, step: str) -> _NonFiniteError:
+    exc = _NonFiniteError(number)
+    exc.path.append(step)
+    return exc
+
+
+def _check_finite(obj: object) -> None:
+    """Raise `_NonFiniteError` if ``obj`` holds a NaN or an infinity where orjson writes it.
+
+    It follows orjson's own walk: dicts (keys too), lists, tuples, enums by value, dataclasses
+    by their public attributes, and whatever `_default` turns other objects into. ``x - x`` is
+    0.0 for a finite float and NaN for NaN and the infinities.
+    """
+    if isinstance(obj, float):
+        if obj - obj != 0.0:
+            raise _NonFiniteError(obj)
+    elif isinstance(obj, _NO_FLOAT):
+        return
+    elif isinstance(obj, dict):
+        _check_items(obj.items())
+    elif isinstance(obj, list) or type(obj) is tuple:
+        _check_items(enumerate(obj), keys=False)
+    elif isinstance(obj, enum.Enum):
+        _check_finite(obj.value)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        attrs = getattr(obj, "__dict__", None)
+        if attrs is None:  # slots: orjson writes the fields
+            attrs = {f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}
+        _check_items(((k, v) for k, v in attrs.items() if k[:1] != "_"), attributes=True)
+    else:
+        _check_finite(_default(obj))
+
+
+def _check_items(
+    items: abc.Iterable[tuple[object, object]], *, keys: bool = True, attributes: bool = False
+) -> None:
+    for key, item in items:
+        cls = type(item)
+        if cls is float:  # the common cases first, without a call
+            if item - item != 0.0:  # type: ignore[operator]  # a float, as just checked
+                raise _non_finite(item, f".{key}" if attributes else f"[{key!r}]")  # type: ignore[arg-type]
+        elif cls is not str and cls is not int and item is not None and cls is not bool:
+            try:
+                _check_finite(item)
+            except _NonFiniteError as exc:
+                exc.path.append(f".{key}" if attributes else f"[{key!r}]")
+                raise
+        if keys and type(key) is not str:
+            raw = key.value if isinstance(key, enum.Enum) else key
+            if isinstance(raw, float) and raw - raw != 0.0:
+                raise _non_finite(raw, " (as a key)")
 
 
 class PickleSerializer:
@@ -154,7 +236,15 @@ def _type_name(value: object) -> str:
     )
 
 
+_FIX_NON_FINITE = (
+    "Record None, a finite number or a string such as 'inf' in its place, or choose the pickle"
+    " serializer."
+)
+
+
 def _encode_error(serializer: Serializer, value: object, what: str, exc: Exception) -> Exception:
+    if isinstance(exc, _NonFiniteError):
+        return SerializationError(f"cannot encode {what}: {exc}. {_FIX_NON_FINITE}")
     fix = _FIX if serializer.name == "json" else f"({serializer.name!r} serializer)"
     return SerializationError(
         f"cannot encode {what}: a value of type {_type_name(value)} failed ({exc}). {fix}"
@@ -744,7 +834,11 @@ def decode_inputs(
     """Decode what `encode_inputs` wrote, each value converted as its parameter is annotated."""
     what = what or f"{getattr(fn, '__qualname__', fn)!r}"
     payload = decode(serializer, data, None, what=f"the inputs of {what}")
-    if not isinstance(payload, dict) or not isinstance(payload.get("args"), list | tuple):
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("args"), list | tuple)
+        or not isinstance(payload.get("kwargs") or {}, dict)
+    ):
         raise SerializationError(f"cannot decode the inputs of {what}: not an inputs record")
     raw_args, raw_kwargs = payload["args"], payload.get("kwargs") or {}
     if isinstance(serializer, PickleSerializer):  # pickle restored the exact types already
@@ -788,17 +882,10 @@ class ErrorRecord:
     traceback: str
 
 
-def _json_or_none(value: object) -> object:
-    try:
-        JsonSerializer().dumps(value)
-    except Exception:
-        return None
-    return value
-
-
 def encode_exception(exc: BaseException) -> bytes:
     """Record ``exc`` as JSON: type, message, traceback text, and its arguments and attributes
-    when they are JSON-encodable (so that `decode_exception` can rebuild it)."""
+    when they are JSON-encodable (so that `decode_exception` can rebuild it), in at most
+    ``aiodurable._error_bounds.ERROR_RECORD_LIMIT`` bytes (long texts are clipped, marked)."""
     cls = type(exc)
     try:
         message = str(exc)
@@ -809,20 +896,15 @@ def encode_exception(exc: BaseException) -> bytes:
         args = reduced[1] if isinstance(reduced, tuple) and len(reduced) > 1 else None
     except Exception:
         args = None
-    record = {
+    record: dict[str, object] = {
         "type": f"{cls.__module__}:{cls.__qualname__}",
         "message": message,
         "traceback": "".join(traceback.format_exception(exc)),
-        "args": _json_or_none(list(args)) if isinstance(args, tuple) else None,
-        "state": _json_or_none(dict(exc.__dict__)) if exc.__dict__ else None,
+        # Kept when JSON can hold them, clipped first (see aiodurable._error_bounds).
+        "args": list(args) if isinstance(args, tuple) else None,
+        "state": dict(exc.__dict__) if exc.__dict__ else None,
     }
-    try:
-        return JsonSerializer().dumps(record)
-    except Exception:  # text orjson refuses (lone surrogates): keep what can be kept
-        for key in ("message", "traceback"):
-            text = typing.cast(str, record[key])
-            record[key] = text.encode("utf-8", "replace").decode("utf-8")
-        return JsonSerializer().dumps(record)
+    return bounded_record(record, JsonSerializer().dumps)
 
 
 def _load_record(data: bytes) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from ._retry import NonRetryable, Retry
 from ._serde import encode_exception, return_hint
 from ._store import StepRow
 from ._tracing import step_span
+from ._validate import check_id, check_timeout
 
 __all__ = ["StepDef", "checkpoint_failure", "run_checkpointed", "step"]
 
@@ -83,6 +84,9 @@ async def run_checkpointed(
     entry = ctx.recorded(function_id, name)
     if entry is None:
         ctx.check_cancelled()
+        if not runtime.ownership_fresh():  # after a pause or an outage: prove it, stop if lost
+            await runtime.confirm_ownership()
+            ctx.check_cancelled()
         started = runtime.clock.now()
         try:
             with step_span(name, ctx.workflow_id, function_id), step_body(name):
@@ -109,14 +113,17 @@ def step(
     Inside a workflow, each call is journaled under its function ID; a replay returns the
     recorded result (or re-raises the recorded exception). Outside a workflow, and inside another
     step, it is a plain call. ``retry`` retries failures with backoff; ``timeout`` bounds each
-    attempt (seconds). ``name`` defaults to the function's qualified name.
+    attempt (seconds; ``None`` or ``float("inf")`` for no bound). ``name`` defaults to the
+    function's qualified name; it is journaled with each call, so it is checked here, at
+    decoration, like a workflow ID (UTF-8 text, no NUL, at most 1,000 bytes), rather than after
+    the step's first run.
     """
     if retry is not None and not isinstance(retry, Retry):
         raise TypeError(f"step(retry=) takes an aiodurable.Retry, not {retry!r}")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-    ):
-        raise ValueError(f"step(timeout=) must be a number of seconds > 0, not {timeout!r}")
+    if name is not None:
+        check_id("step name", name)
+    if timeout is not None:
+        timeout = check_timeout(timeout, "step(timeout=)")
 
     def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         if not inspect.iscoroutinefunction(fn):
@@ -124,7 +131,7 @@ def step(
                 f"@step() decorates an async def function, and {fn!r} is not one; write it as"
                 " `async def` (run blocking code in your own executor inside it if you must)"
             )
-        sdef = StepDef(name or fn.__qualname__, fn, retry, timeout)
+        sdef = StepDef(check_id("step name", name or fn.__qualname__), fn, retry, timeout)
         hints: list[object] = []
 
         @functools.wraps(fn)

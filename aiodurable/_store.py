@@ -24,8 +24,15 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ._batch import Batcher
-from ._exceptions import DatabaseUnavailable, DuplicateWorkflowError, SchemaError, WorkflowNotFound
+from ._exceptions import (
+    DatabaseUnavailable,
+    DuplicateWorkflowError,
+    OwnershipLost,
+    SchemaError,
+    WorkflowNotFound,
+)
 from ._sql import migrations
+from ._validate import check_epoch, check_id, check_priority, check_text
 
 __all__ = ["NewWorkflow", "StepRow", "Store", "WorkflowQuery", "WorkflowRow", "redact_url"]
 
@@ -38,6 +45,7 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 _MIGRATION_LOCK = 0x61696F64  # "aiod"
 
 _DB_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+_SERVER_START_MS = "(extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint"
 
 AUTO_KEY_PREFIX = "aiodurable:"
 """Idempotency keys the store makes itself start so; callers' keys may not."""
@@ -70,6 +78,24 @@ _CONNECT_REFUSALS: tuple[type[BaseException], ...] = (
 Conn = asyncpg.Connection | PoolConnectionProxy
 """A connection, or a pooled connection's proxy: the store's statements run on either."""
 
+FENCE_SQLSTATE = "AD001"
+"""The error the journal's fence raises (migration 0004): the workflow has another owner."""
+
+# A final status is written only by the workflow's owner (no-op without an owner setting).
+_OWNED_HERE = (
+    "executor_id = coalesce(nullif(current_setting('aiodurable.owner', true), ''), executor_id)"
+)
+
+
+def _fenced(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == FENCE_SQLSTATE
+
+
+def ownership_lost(exc: asyncpg.PostgresError) -> OwnershipLost:
+    """The :class:`OwnershipLost` for a write the fence refused."""
+    detail = getattr(exc, "detail", None)
+    return OwnershipLost(detail if isinstance(detail, str) else "?", str(exc))
+
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Hand a connection back to the pool as it is. asyncpg has already rolled back any open
@@ -85,6 +111,18 @@ def redact_url(url: str) -> str:
 def ms(seconds: float) -> int:
     """A POSIX time in seconds as the epoch milliseconds the tables store."""
     return round(seconds * 1000)
+
+
+def storable(text: str) -> bool:
+    """Whether PostgreSQL text can hold ``text``: no NUL, no lone surrogate. No row holds text
+    that fails this, so a read looking for it finds nothing (the driver would raise instead)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +186,26 @@ class WorkflowQuery:
     load_output: bool = False
 
 
+def _check_new(w: NewWorkflow) -> None:
+    """Refuse a row PostgreSQL would refuse, before it joins a batch: one bad value would fail
+    the statement, and with it every other caller's row in that batch. The public calls check
+    their arguments first, with errors in their own words; this guards every path to a batch."""
+    check_id("workflow ID", w.workflow_id)
+    check_id("workflow name", w.name)
+    check_text("application version", w.app_version, empty=True)
+    check_text("executor ID", w.executor_id, empty=True)
+    if w.parent_workflow_id is not None:
+        check_id("parent workflow ID", w.parent_workflow_id)
+    if w.queue_name is not None:
+        check_id("queue name", w.queue_name)
+    if w.deduplication_id is not None:
+        check_id("deduplication ID", w.deduplication_id)
+    check_epoch("creation time", w.created_at)
+    if w.deadline_at is not None:
+        check_epoch("workflow deadline", w.deadline_at)
+    check_priority(w.priority)
+
+
 def _enqueue_args(w: NewWorkflow) -> tuple[object, ...]:
     return (
         w.workflow_id,
@@ -162,6 +220,16 @@ def _enqueue_args(w: NewWorkflow) -> tuple[object, ...]:
         w.priority,
         w.deduplication_id,
     )
+
+
+def _first_claims(workflow_ids: Sequence[str], inserted: set[str]) -> list[bool]:
+    """Which rows of a batch took their workflow ID: of two callers in one batch with the same
+    new ID, only the first, so the workflow is launched once."""
+    claims: list[bool] = []
+    for wid in workflow_ids:
+        claims.append(wid in inserted)
+        inserted.discard(wid)
+    return claims
 
 
 class _Finish(NamedTuple):
@@ -264,7 +332,13 @@ class Store:
         self.pool = pool
         self.schema = schema
         self.channel: str = f"{schema}_signal"
-        self._retry_for = retry_for
+        self.retry_for = retry_for
+        self.max_backoff: float = 2.0
+        # The executor whose journal writes this store makes (see :meth:`set_owner`), and who
+        # to tell when the fence refuses one.
+        self.owner: str | None = None
+        self.on_fenced: Callable[[str], None] | None = None
+        self.reachable: bool = True  # False from a failed attempt to reach PostgreSQL to a success
         s = schema
         notify = f"pg_notify('{self.channel}', json_build_array('w', workflow_id, status)::text)"
         # A start is announced too, so consoles and tools see workflows appear at once.
@@ -294,6 +368,7 @@ class Store:
         self._sql_finish = (
             f"WITH done AS (UPDATE {s}.workflows SET status = $2, format = $3, output = $4,"
             " error = $5, updated_at = $6 WHERE workflow_id = $1 AND status = 'PENDING'"
+            f" AND {_OWNED_HERE}"
             f" RETURNING workflow_id, status, queue_name) SELECT {notify},"
             f" CASE WHEN queue_name IS NOT NULL THEN pg_notify('{self.channel}',"
             " json_build_array('q', queue_name)::text) END FROM done"
@@ -314,6 +389,7 @@ class Store:
             f" done AS (UPDATE {s}.workflows w SET status = d.status, format = d.format,"
             " output = d.output, error = d.error, updated_at = d.at FROM data d"
             " WHERE w.workflow_id = d.workflow_id AND w.status = 'PENDING'"
+            f" AND {_OWNED_HERE.replace('executor_id', 'w.executor_id')}"
             " RETURNING w.workflow_id, w.status, w.queue_name)"
             f" SELECT workflow_id, {notify}, CASE WHEN queue_name IS NOT NULL THEN"
             f" pg_notify('{self.channel}', json_build_array('q', queue_name)::text) END FROM done"
@@ -348,9 +424,7 @@ class Store:
             " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, queue_name)"
             f" SELECT workflow_id, {notify_queue} FROM ins"
         )
-        self._enqueue_batch: Batcher[NewWorkflow, bool | DuplicateWorkflowError] = Batcher(
-            self._enqueue_many
-        )
+        self._enqueue_batch: Batcher[NewWorkflow, bool] = Batcher(self._enqueue_many)
         self._steps_batch: Batcher[tuple[str, StepRow], StepRow | None] = Batcher(
             self._record_steps
         )
@@ -437,6 +511,12 @@ class Store:
                 f"schema {schema!r} is not a plain lower-case SQL identifier;"
                 " use letters, digits and underscores, starting with a letter"
             )
+        store: Store | None = None
+
+        async def init(conn: asyncpg.Connection) -> None:
+            if store is not None:
+                await store._init_connection(conn)
+
         try:
             async with asyncio.timeout(connect_timeout):
                 pool = await asyncpg.create_pool(
@@ -447,6 +527,7 @@ class Store:
                     command_timeout=command_timeout,
                     server_settings={"application_name": APPLICATION_NAME},
                     reset=_keep_session,
+                    init=init,
                 )
         except (*TRANSIENT, *_CONNECT_REFUSALS) as exc:
             raise DatabaseUnavailable(
@@ -455,7 +536,8 @@ class Store:
                 " URL (argument or AIODURABLE_DATABASE_URL) is right, or give no URL to use the"
                 " embedded PostgreSQL."
             ) from exc
-        return cls(pool, schema)
+        store = cls(pool, schema)
+        return store
 
     async def close(self) -> None:
         """Stop the batches in flight and close the pool."""
@@ -492,21 +574,24 @@ class Store:
         """Run ``op`` on a pooled connection, retrying it after connection failures. Every
         ``op`` must be safe to repeat: a write whose answer was lost may have committed."""
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self._retry_for
+        give_up = loop.time() + self.retry_for
         delay = 0.05
         while True:
             try:
                 async with self.pool.acquire() as conn:
                     try:
-                        return await op(conn)
+                        result = await op(conn)
                     except TRANSIENT:
                         with contextlib.suppress(asyncpg.InterfaceError):
                             conn.terminate()  # never hand a broken connection out again
                         raise
+                self.reachable = True
+                return result
             except TRANSIENT as exc:
+                self.reachable = False
                 if loop.time() + delay > give_up:
                     raise DatabaseUnavailable(
-                        f"PostgreSQL stayed unreachable for {self._retry_for:g} s"
+                        f"PostgreSQL stayed unreachable for {self.retry_for:g} s"
                         f" ({type(exc).__name__}: {exc})"
                     ) from exc
                 # A dropped connection that the next attempt replaces is routine; say so loudly
@@ -514,12 +599,34 @@ class Store:
                 level = logging.WARNING if delay >= 0.4 else logging.INFO
                 logger.log(level, "database connection failed (%s); retrying in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, self.max_backoff)
+            except asyncpg.PostgresError as exc:  # (after TRANSIENT, which holds some of these)
+                if _fenced(exc):
+                    raise self._lost(exc) from None
+                raise
+
+    def _lost(self, exc: asyncpg.PostgresError) -> OwnershipLost:
+        lost = ownership_lost(exc)
+        if self.on_fenced is not None:
+            self.on_fenced(lost.workflow_id)
+        return lost
+
+    async def set_owner(self, executor_id: str) -> None:
+        """Make every later connection write journal entries and final statuses as
+        ``executor_id``, fenced: a workflow another executor has taken over refuses them."""
+        self.owner = executor_id
+        await self.pool.expire_connections()  # the next acquire opens them with the setting
+
+    async def _init_connection(self, conn: asyncpg.Connection) -> None:
+        if self.owner is not None:
+            await conn.execute("SELECT set_config('aiodurable.owner', $1, false)", self.owner)
 
     # -- workflows ---------------------------------------------------------------------------
 
     async def insert_workflow(self, w: NewWorkflow) -> bool:
-        """Record a new workflow; return False if its ID is already taken."""
+        """Record a new workflow; return False if its ID is already taken. Starts that arrive
+        together share one statement (group commit)."""
+        _check_new(w)
         args = (
             w.workflow_id,
             w.status,
@@ -542,11 +649,14 @@ class Store:
             return [bool(inserted)]
         columns = [list(column) for column in zip(*batch, strict=True)]
         rows = await self._run(lambda c: c.fetch(self._sql_insert_workflows, *columns))
-        taken = {r["workflow_id"] for r in rows}
-        return [args[0] in taken for args in batch]
+        return _first_claims([str(args[0]) for args in batch], {r["workflow_id"] for r in rows})
 
     async def get_workflow(self, workflow_id: str) -> WorkflowRow | None:
-        """The workflow's row, or None."""
+        """The workflow's row, or None (also for an ID no row can have, such as one with NUL)."""
+        if not isinstance(workflow_id, str):
+            raise ValueError(f"a workflow ID must be a string, not {workflow_id!r:.80}")
+        if not storable(workflow_id):
+            return None
         row = await self._run(lambda c: c.fetchrow(self._sql_get_workflow, workflow_id))
         return None if row is None else _workflow(row)
 
@@ -631,8 +741,16 @@ class Store:
         return journals
 
     async def record_step_on(self, conn: Conn, workflow_id: str, step: StepRow) -> StepRow | None:
-        """:meth:`record_step` on a given connection, inside the caller's transaction."""
-        if await conn.fetchval(self._sql_record_step, *self._step_args(workflow_id, step)):
+        """:meth:`record_step` on a given connection, inside the caller's transaction;
+        :class:`OwnershipLost` when another executor owns the workflow now."""
+        try:
+            args = self._step_args(workflow_id, step)
+            written = await conn.fetchval(self._sql_record_step, *args)
+        except asyncpg.PostgresError as exc:
+            if _fenced(exc):
+                raise self._lost(exc) from None
+            raise
+        if written:
             return None
         existing = await conn.fetchrow(self._sql_get_step, workflow_id, step.function_id)
         return None if existing is None else _step(existing)
@@ -893,6 +1011,8 @@ class Store:
 
         async def op(c: Conn) -> None:
             async with c.transaction():
+                # The copied entries belong to the fork, which may run elsewhere: not fenced.
+                await c.execute("SET LOCAL aiodurable.owner TO ''")
                 await c.execute(
                     insert,
                     new.workflow_id,
@@ -967,35 +1087,28 @@ class Store:
         """Record an ENQUEUED workflow and wake the queue's dispatchers; False if its workflow ID
         is taken. :class:`DuplicateWorkflowError` if its deduplication ID is queued or running.
         Enqueues that arrive together share one statement (group commit)."""
-        outcome = await self._enqueue_batch.submit(w)
-        if isinstance(outcome, DuplicateWorkflowError):
-            raise outcome
-        return outcome
+        _check_new(w)
+        return await self._enqueue_batch.submit(w)
 
-    async def _enqueue_many(
-        self, batch: Sequence[NewWorkflow]
-    ) -> list[bool | DuplicateWorkflowError]:
-        if len(batch) > 1:
-            columns = [list(column) for column in zip(*map(_enqueue_args, batch), strict=True)]
-            try:
-                rows = await self._run(lambda c: c.fetch(self._sql_enqueue_many, *columns))
-            except asyncpg.UniqueViolationError:
-                pass  # a deduplication ID is taken: find out whose, one by one
-            else:
-                taken = {r["workflow_id"] for r in rows}
-                return [w.workflow_id in taken for w in batch]
-        return [await self._enqueue_one(w) for w in batch]
+    async def _enqueue_many(self, batch: Sequence[NewWorkflow]) -> list[bool]:
+        # A batch that fails (a deduplication ID taken, say) is written again one row at a time
+        # by the Batcher, so that only the rows at fault fail.
+        if len(batch) == 1:
+            return [await self._enqueue_one(batch[0])]
+        columns = [list(column) for column in zip(*map(_enqueue_args, batch), strict=True)]
+        rows = await self._run(lambda c: c.fetch(self._sql_enqueue_many, *columns))
+        return _first_claims([w.workflow_id for w in batch], {r["workflow_id"] for r in rows})
 
-    async def _enqueue_one(self, w: NewWorkflow) -> bool | DuplicateWorkflowError:
+    async def _enqueue_one(self, w: NewWorkflow) -> bool:
         args = _enqueue_args(w)
         try:
             return bool(await self._run(lambda c: c.fetch(self._sql_enqueue, *args)))
         except asyncpg.UniqueViolationError:
-            return DuplicateWorkflowError(
+            raise DuplicateWorkflowError(
                 f"deduplication ID {w.deduplication_id!r} is already queued or running on queue"
                 f" {w.queue_name!r}; wait for that workflow, or pass on_duplicate='return' to get"
                 " its handle"
-            )
+            ) from None
 
     async def deduplicated(self, queue_name: str, deduplication_id: str) -> str | None:
         """The ID of the queued or running workflow holding a deduplication ID."""
@@ -1092,21 +1205,42 @@ class Store:
 
     # -- executors ---------------------------------------------------------------------------
 
-    async def heartbeat(self, executor_id: str, host: str, pid: int, app_version: str) -> None:
-        """Record that ``executor_id`` is alive now (the database server's clock)."""
+    async def heartbeat(self, executor_id: str, host: str, pid: int, app_version: str) -> bool:
+        """Record that ``executor_id`` is alive now (the database server's clock); return
+        whether its row was there already (a takeover deletes it)."""
         sql = (
             f"INSERT INTO {self.schema}.executors VALUES ($1, $2, $3, $4, {_DB_NOW_MS},"
             f" {_DB_NOW_MS}) ON CONFLICT (executor_id) DO UPDATE SET host = excluded.host,"
             " pid = excluded.pid, app_version = excluded.app_version,"
-            " last_seen = excluded.last_seen"
+            " last_seen = excluded.last_seen RETURNING (xmax <> 0) AS existed"
         )
-        await self._run(lambda c: c.execute(sql, executor_id, host, pid, app_version))
+        return bool(await self._run(lambda c: c.fetchval(sql, executor_id, host, pid, app_version)))
+
+    async def not_owned(self, workflow_ids: Sequence[str], executor_id: str) -> dict[str, str]:
+        """Of ``workflow_ids``, those no longer PENDING on ``executor_id``: ID -> where they are
+        now, in words (``executor 'x'``, or their status)."""
+        sql = (
+            f"SELECT workflow_id, status, executor_id FROM {self.schema}.workflows"
+            " WHERE workflow_id = ANY($1) AND (status <> 'PENDING' OR executor_id <> $2)"
+        )
+        rows = await self._run(lambda c: c.fetch(sql, list(workflow_ids), executor_id))
+        return {
+            r["workflow_id"]: (
+                f"executor {r['executor_id']!r}"
+                if r["status"] == "PENDING"
+                else f"{r['status']} (by executor {r['executor_id']!r})"
+            )
+            for r in rows
+        }
 
     async def silent_executors(self, app_version: str, lease: float, me: str) -> list[str]:
-        """Executors of ``app_version`` whose last heartbeat is older than ``lease`` seconds."""
+        """Executors of ``app_version`` silent for longer than ``lease`` seconds: no heartbeat
+        for that long, counted from the server's own start at the earliest, since a restart of
+        PostgreSQL silences everybody at once and is no sign that anyone died."""
         sql = (
             f"SELECT executor_id FROM {self.schema}.executors WHERE app_version = $1"
-            f" AND executor_id <> $2 AND last_seen < {_DB_NOW_MS} - $3 ORDER BY last_seen"
+            f" AND executor_id <> $2 AND greatest(last_seen, {_SERVER_START_MS})"
+            f" < {_DB_NOW_MS} - $3 ORDER BY last_seen"
         )
         rows = await self._run(lambda c: c.fetch(sql, app_version, me, round(lease * 1000)))
         return [r["executor_id"] for r in rows]

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from ._validate import check_id
+
 __all__ = [
     "WorkflowDef",
     "application_version",
@@ -25,7 +27,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
-MAX_ID_LENGTH = 1000
 
 
 @dataclass(eq=False, slots=True)
@@ -61,17 +62,6 @@ def definition_of(fn: object) -> WorkflowDef:
             f"{fn!r} is not a workflow; decorate it with @aiodurable.workflow() to start it durably"
         )
     return wdef
-
-
-def check_id(kind: str, value: object) -> str:
-    """Validate a workflow ID, topic or key: a non-empty string, no NUL, of sane length."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"a {kind} must be a non-empty string, not {value!r}")
-    if len(value) > MAX_ID_LENGTH:
-        raise ValueError(f"a {kind} may be at most {MAX_ID_LENGTH} characters, not {len(value)}")
-    if "\x00" in value:
-        raise ValueError(f"a {kind} must not contain NUL characters: {value!r}")
-    return value
 
 
 def stable_module_name(module: str) -> str:

@@ -168,6 +168,46 @@ def rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+BEFORE = "before"
+"""The system name of aiodurable as of a baseline commit (``run.py --baseline REF``)."""
+
+
+def comparison(results: Sequence[Mapping[str, Any]]) -> str:
+    """Before and after a change, side by side: each figure, and each as a ratio to the direct
+    baseline measured in the same run (what to compare across noisy machines)."""
+    header = ["", "metric", "unit", "before", "after", "before/direct", "after/direct", "change"]
+    lines = [header]
+    for row in ROWS:
+        values = values_of(results, row)
+        before, after = values.get(BEFORE), values.get("aiodurable")
+        if before is None or after is None:
+            continue
+        b_ratio, a_ratio = _ratio(values, BEFORE, "direct"), _ratio(values, "aiodurable", "direct")
+        change = None if not b_ratio or a_ratio is None else (a_ratio / b_ratio - 1) * 100
+        lines.append(
+            [
+                row.workload,
+                row.label,
+                row.unit,
+                _fmt(before * row.scale),
+                _fmt(after * row.scale),
+                _fmt(b_ratio),
+                _fmt(a_ratio),
+                "-" if change is None else f"{change:+.1f}%",
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "| "
+        + " | ".join(
+            c.ljust(w) if i < 3 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
+        + " |"
+        for line in lines
+    )
+
+
 def table(results: Sequence[Mapping[str, Any]]) -> str:
     """One table: each system's figure, the two ratios, and the targets with whether they hold."""
     header = ["", "metric", "unit", *SYSTEMS, "aiod/direct", "DBOS/aiod", "target", "met"]

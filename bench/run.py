@@ -4,6 +4,8 @@
     python bench/run.py --database-url postgresql://...
     python bench/run.py --smoke          # every workload at a tiny scale: checks that it works
     python bench/run.py --only W1,W3 --json out.json --png out.png
+    python bench/run.py --only W1,W2 --systems direct,aiodurable --baseline HEAD~3
+                                         # before and after a change, in one invocation
     nox -s bench -- --smoke              # the same, in a venv that also has dbos and matplotlib
 
 One invocation, one PostgreSQL server. Each (workload, system) runs in a child process of its own
@@ -30,10 +32,15 @@ import argparse
 import asyncio
 import importlib.metadata
 import importlib.util
+import io
 import json
+import os
 import platform
 import secrets
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -49,6 +56,8 @@ RUNNERS = {
     "aiodurable": HERE / "systems" / "aiodurable_runner.py",
     "DBOS": HERE / "systems" / "dbos_runner.py",
 }
+# Extra environment per system: the baseline imports aiodurable from a tree of its own.
+RUNNER_ENV: dict[str, dict[str, str]] = {}
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 RESULT_PREFIX = "BENCH_RESULT "  # as printed by bench/systems/harness.py
 SETTINGS = ("server_version", "fsync", "synchronous_commit", "shared_buffers", "max_connections")
@@ -83,6 +92,7 @@ async def run_child(
         loop,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **RUNNER_ENV.get(system, {})},
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
@@ -141,6 +151,23 @@ async def bench(
     return {"settings": settings, "results": results, "scale": scale}
 
 
+def add_baseline(ref: str) -> str:
+    """Add the system ``before``: the same aiodurable runner on the package as of git ``ref``
+    (extracted to a temporary folder that the runner imports it from). Returns that folder."""
+    root = HERE.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", ref, "aiodurable"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    folder = tempfile.mkdtemp(prefix="aiodurable-baseline-")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    RUNNERS[report.BEFORE] = RUNNERS["aiodurable"]
+    RUNNER_ENV[report.BEFORE] = {"PYTHONPATH": folder}
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run, print the table (and write JSON and a chart if asked)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
@@ -155,16 +182,27 @@ def main(argv: list[str] | None = None) -> int:
         default="uvloop" if has_uvloop else "asyncio",
         help="the event loop of every runner (default: uvloop when installed)",
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REF",
+        help="also run aiodurable as of this git commit, as the system 'before', and print"
+        " the two side by side (ratios to the direct baseline of the same run)",
+    )
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results here")
     parser.add_argument("--png", default=None, metavar="PATH", help="write a chart here")
     args = parser.parse_args(argv)
     workloads = [w.strip().upper() for w in args.only.split(",")] if args.only else list(WORKLOADS)
     if unknown := set(workloads) - set(WORKLOADS):
         parser.error(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
+    if args.baseline:
+        add_baseline(args.baseline)
     systems = list(RUNNERS)
     if args.systems:
         by_lower = {s.lower(): s for s in RUNNERS}
         systems = [by_lower[s.strip().lower()] for s in args.systems.split(",")]
+        if args.baseline:
+            systems.append(report.BEFORE)
     notes = []
     if "DBOS" in systems and importlib.util.find_spec("dbos") is None:
         systems.remove("DBOS")
@@ -196,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"scale: {run['scale']}; a = aiodurable, d = direct, D = DBOS")
     print(report.table(results))
+    if args.baseline:
+        print(f"\nbefore = aiodurable as of {args.baseline}; after = this tree")
+        print(report.comparison(results))
     notes.extend(
         f"{r['workload']} {r['system']}: {r['skipped']}" for r in results if "skipped" in r
     )

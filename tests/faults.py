@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections import defaultdict
@@ -243,6 +244,15 @@ class PrivatePostgres:
     async def stop(self) -> None:
         """Stop the server (a fast shutdown: sessions are disconnected)."""
         await self._server.stop()
+        self._server = EmbeddedPostgres(self.data_dir, settings={"fsync": "off"})
+
+    async def crash(self) -> None:
+        """Stop the server in immediate mode (SIGQUIT to the postmaster: no checkpoint, every
+        session cut at once), as a crash or a container restart would."""
+        pid = self._server.pid
+        assert pid is not None, "the server was not started by this test"
+        os.kill(pid, signal.SIGQUIT)
+        await self._server.stop()  # reaps it (already exiting)
         self._server = EmbeddedPostgres(self.data_dir, settings={"fsync": "off"})
 
     async def connect(self) -> asyncpg.Connection:

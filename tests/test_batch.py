@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Sequence
 
 import pytest
@@ -67,14 +68,85 @@ async def test_batches_are_capped() -> None:
     assert recorder.batches == [[0], [1, 2], [3, 4], [5]]
 
 
-async def test_a_failed_flush_fails_every_write_in_it() -> None:
-    """Every caller of a batch whose flush raised gets that exception."""
-    recorder = Recorder()
-    recorder.fail = ConnectionError("gone")
-    recorder.release.set()
-    batcher: Batcher[int, int] = Batcher(recorder.flush, max_in_flight=1)
-    results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+class Picky:
+    """A flush that, like one SQL statement, refuses a whole batch holding a negative item,
+    naming every item of the batch in its error (as asyncpg's errors name a whole array)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.lost_at: int | None = None  # an item whose flush finds the database gone
+        self.hold = asyncio.Event()
+        self.held = asyncio.Event()
+
+    async def flush(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        if len(self.batches) == 1:  # the first write stays in flight while the rest queue
+            self.held.set()
+            await self.hold.wait()
+        if any(i < 0 for i in items):
+            raise ValueError(f"cannot write {list(items)}")
+        if self.lost_at in items:
+            raise ConnectionError(f"the database went away while writing {list(items)}")
+        return [i * 10 for i in items]
+
+
+async def _submit_while_held(
+    picky: Picky, batcher: Batcher[int, int], items: list[int]
+) -> list[object]:
+    """Submit ``items`` while the first write is in flight, so that they leave as one batch."""
+    first = asyncio.ensure_future(batcher.submit(0))
+    await picky.held.wait()
+    rest = [asyncio.ensure_future(batcher.submit(i)) for i in items]
+    picky.hold.set()
+    assert await first == 0
+    return list(await asyncio.gather(*rest, return_exceptions=True))
+
+
+async def test_a_failed_batch_is_written_again_item_by_item() -> None:
+    """When a batch fails for an item of its own, each item is flushed again alone: the other
+    callers get their outcomes, and the caller at fault gets an error about its item only."""
+    picky = Picky()
+    batcher: Batcher[int, int] = Batcher(picky.flush, max_in_flight=1)
+    results = await _submit_while_held(picky, batcher, [1, 2, -3, 4])
+    assert results[:2] == [10, 20] and results[3] == 40
+    assert isinstance(results[2], ValueError)
+    assert str(results[2]) == "cannot write [-3]"
+    # Not even chained to the batch's error, which named the other callers' items.
+    assert "[1, 2" not in "".join(traceback.format_exception(results[2]))
+    assert picky.batches == [[0], [1, 2, -3, 4], [1], [2], [-3], [4]]
+
+
+async def test_a_batch_that_cannot_reach_the_database_fails_whole() -> None:
+    """Every caller of a batch whose flush raised a connection error gets that exception, and
+    the items are not flushed again one by one (alone they would fail alike)."""
+    picky = Picky()
+    picky.lost_at = 2
+    batcher: Batcher[int, int] = Batcher(picky.flush, max_in_flight=1)
+    results = await _submit_while_held(picky, batcher, [1, 2, 3])
     assert all(isinstance(r, ConnectionError) for r in results)
+    assert picky.batches == [[0], [1, 2, 3]]
+
+
+async def test_losing_the_database_during_the_retry_fails_the_rest_at_once() -> None:
+    """If the database goes away while a failed batch is written item by item, the items not
+    yet written fail with that error without being tried (each would wait for it alike)."""
+    picky = Picky()
+    picky.lost_at = 2
+    batcher: Batcher[int, int] = Batcher(picky.flush, max_in_flight=1)
+    results = await _submit_while_held(picky, batcher, [1, 2, -3, 4])
+    assert results[0] == 10
+    assert all(isinstance(r, ConnectionError) for r in results[1:])
+    assert picky.batches == [[0], [1, 2, -3, 4], [1], [2]]
+
+
+async def test_a_lone_failed_write_is_not_tried_again() -> None:
+    """A write flushed alone that fails is not retried: its caller gets the error at once."""
+    picky = Picky()
+    picky.hold.set()
+    batcher: Batcher[int, int] = Batcher(picky.flush)
+    with pytest.raises(ValueError, match=r"cannot write \[-1\]"):
+        await batcher.submit(-1)
+    assert picky.batches == [[-1]]
 
 
 async def test_a_cancelled_caller_leaves_its_write_in_flight() -> None:

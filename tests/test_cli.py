@@ -164,3 +164,56 @@ async def test_resume_of_a_pending_workflow_of_another_version_says_why_not(
         resumed = await rt.resume_workflow("cli-v1")
         assert await resumed.get_result() == "V-1/passed/V-3"
         assert (await rt.get_workflow_status("cli-v1")).app_version == "v2"
+
+
+ESCAPES = "\x1b]0;PWNED-title\x07\x1b[2J\x1b[31mFAKE: all workflows SUCCESS\x1b[0m\r\x9b2J\u202e"
+"""Text that sets the window title, clears the screen, fakes a line, and reverses text."""
+
+
+@aiodurable.step()
+async def echo_step(text: str) -> str:
+    return text
+
+
+@aiodurable.workflow(name="tests.cli:esc\x1b[5m")
+async def hostile(text: str) -> str:
+    await echo_step(text)
+    raise ValueError(text)
+
+
+async def test_tables_and_get_escape_control_characters(runtime: RuntimeFactory, cli: Cli) -> None:
+    """A workflow ID, name, step output and error holding terminal escape sequences print as
+    visible escapes in list, get and steps (no raw ESC, BEL, CR, C1 or bidi override reaches the
+    terminal); --json still gives the exact text back."""
+    wid = "order-" + ESCAPES
+    async with runtime() as rt:
+        with aiodurable.set_workflow_id(wid), pytest.raises(ValueError):
+            await rt.start_workflow(hostile, ESCAPES)
+            await (await rt.retrieve_workflow(wid)).get_result()
+        outputs = {}
+        for args in (("list",), ("get", wid), ("steps", wid)):
+            code, out = await cli(*args)
+            assert code == 0, out
+            outputs[args[0]] = out
+    for action, out in outputs.items():
+        for raw in ("\x1b", "\x07", "\r", "\x9b", "\u202e"):
+            assert raw not in out, (action, raw, out)
+    assert "order-\\x1b]0;PWNED-title\\x07\\x1b[2J" in outputs["list"]
+    assert "esc\\x1b[5m" in outputs["list"]
+    assert "ValueError: \\x1b]0;PWNED" in outputs["get"]
+    assert "\\x1b[31mFAKE" in outputs["steps"]
+    got = await cli.json("get", wid)
+    assert isinstance(got, dict) and got["workflow_id"] == wid
+
+
+async def test_bad_schema_numbers_and_text_are_usage_errors(cli: Cli) -> None:
+    """A schema with a trailing newline, a limit past int64 and an ID that is not UTF-8 exit 2
+    with a message, never a traceback."""
+    for args in (
+        ("list", "--schema", "aiodurable\n"),
+        ("list", "--limit", "99999999999999999999"),
+        ("get", "bad-\udcff"),  # argv bytes that are not UTF-8
+        ("list", "--prefix", "\udc80"),
+    ):
+        code, _ = await cli(*args)
+        assert code == 2, args

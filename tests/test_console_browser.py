@@ -1,5 +1,7 @@
-"""The web console in a real headless Chromium (Debian's package, driven by Playwright): live
-updates without reloads, cancel, resume and fork from the workflow page, filters, screenshots.
+"""The web console in a real headless Chromium (Debian's package, driven by Playwright): signing
+in with the token link, live updates without reloads, cancel, resume and fork from the workflow
+page, filters, screenshots. The console is guarded by a token, as ``aiodurable console`` is by
+default, and each browser opens the token link first.
 
 Skipped, with the reason, where Playwright or Chromium is missing (``AIODURABLE_TEST_CHROMIUM``
 names another Chromium binary); CI installs both, so there they run.
@@ -107,13 +109,17 @@ async def checkout_now(order: str, cents: int) -> str:
     return await ship(order)
 
 
+TOKEN = "browser-test-token-0123456789"
+
+
 @asynccontextmanager
 async def console(rt: Runtime) -> AsyncIterator[str]:
-    """Serve the console for ``rt`` on loopback with uvicorn; yield its URL."""
+    """Serve the console for ``rt`` on loopback with uvicorn, guarded by ``TOKEN``; yield its
+    URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(create_app(rt), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(rt, token=TOKEN), log_level="warning"))
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -124,9 +130,10 @@ async def console(rt: Runtime) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def browser_page() -> AsyncIterator[Page]:
-    """A fresh page of a headless Chromium; dialogs (confirmations) are accepted. The browser is
-    closed before the server stops, so no event stream holds the server open."""
+async def browser_page(url: str, *, sign_in: bool = True) -> AsyncIterator[Page]:
+    """A fresh page of a headless Chromium, signed in to the console at ``url`` by opening its
+    token link (unless ``sign_in`` is false); dialogs (confirmations) are accepted. The browser
+    is closed before the server stops, so no event stream holds the server open."""
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -137,6 +144,8 @@ async def browser_page() -> AsyncIterator[Page]:
                 await dialog.accept()
 
             page.on("dialog", accept)
+            if sign_in:
+                await page.goto(f"{url}/?token={TOKEN}")
             yield page
         finally:
             await browser.close()
@@ -150,10 +159,28 @@ async def _assert_no_reload(page: Page) -> None:
     assert await page.evaluate("window.__noReload === true"), "the page was reloaded"
 
 
+async def test_the_token_link_signs_the_browser_in(runtime: RuntimeFactory) -> None:
+    """Without the token the browser gets 401; the printed link lands on the list with the token
+    gone from the address bar, and the live stream (which sends no header) works by the
+    cookie alone."""
+    async with runtime() as rt, console(rt) as url, browser_page(url, sign_in=False) as page:
+        refused = await page.goto(url + "/")
+        assert refused is not None and refused.status == 401
+        await page.goto(f"{url}/?token={TOKEN}&status=SUCCESS")
+        assert page.url == f"{url}/?status=SUCCESS"
+        await expect(page.locator("html")).to_have_attribute("data-live", "open")
+        with aiodurable.set_workflow_id("order-in"):
+            await checkout_now("in", 1)
+        await expect(page.locator("tr[data-workflow-id=order-in] .status")).to_have_text("SUCCESS")
+        cookies = await page.context.cookies()
+        assert [c["httpOnly"] for c in cookies] == [True]
+        assert all(TOKEN not in c["value"] for c in cookies)
+
+
 async def test_list_shows_workflows_as_they_start_and_finish(runtime: RuntimeFactory) -> None:
     """Workflows appear in the list as they start and turn SUCCESS as they finish, with no
     reload of the page."""
-    async with runtime() as rt, console(rt) as url, browser_page() as page:
+    async with runtime() as rt, console(rt) as url, browser_page(url) as page:
         await page.goto(url + "/")
         await expect(page.locator("html")).to_have_attribute("data-live", "open")
         await _mark_no_reload(page)
@@ -176,7 +203,7 @@ async def test_list_shows_workflows_as_they_start_and_finish(runtime: RuntimeFac
 async def test_cancel_then_resume_from_the_workflow_page(runtime: RuntimeFactory) -> None:
     """Cancel on a running workflow's page stops it (the page shows CANCELLED at once); resume
     continues it, and once its message arrives the page shows it finished."""
-    async with runtime() as rt, console(rt) as url, browser_page() as page:
+    async with runtime() as rt, console(rt) as url, browser_page(url) as page:
         with aiodurable.set_workflow_id("order-c"):
             handle = await rt.start_workflow(checkout, "c", 4200)
         await aiodurable.get_event("order-c", "stage", timeout=30)
@@ -199,7 +226,7 @@ async def test_cancel_then_resume_from_the_workflow_page(runtime: RuntimeFactory
 async def test_fork_from_a_step_opens_the_new_workflow(runtime: RuntimeFactory) -> None:
     """Fork from a step of a finished workflow starts a new workflow, whose page the browser
     lands on; it reuses the steps before the chosen one (they do not run again)."""
-    async with runtime() as rt, console(rt) as url, browser_page() as page:
+    async with runtime() as rt, console(rt) as url, browser_page(url) as page:
         with aiodurable.set_workflow_id("order-f"):
             handle = await rt.start_workflow(checkout, "f", 500)
         await aiodurable.get_event("order-f", "stage", timeout=30)
@@ -225,7 +252,7 @@ async def test_fork_from_a_step_opens_the_new_workflow(runtime: RuntimeFactory) 
 
 async def test_filters_narrow_the_list(runtime: RuntimeFactory) -> None:
     """Choosing a status, a name and an ID prefix narrows the list to what matches."""
-    async with runtime() as rt, console(rt) as url, browser_page() as page:
+    async with runtime() as rt, console(rt) as url, browser_page(url) as page:
         for i in range(3):
             with aiodurable.set_workflow_id(f"fast-{i}"):
                 await checkout_now(f"x{i}", i)
@@ -256,7 +283,7 @@ async def test_screenshots(runtime: RuntimeFactory) -> None:
     """The list and a workflow page, with a realistic mix of workflows, saved as PNG artifacts
     (the README shows copies of them)."""
     ARTIFACTS.mkdir(exist_ok=True)
-    async with runtime() as rt, console(rt) as url, browser_page() as page:
+    async with runtime() as rt, console(rt) as url, browser_page(url) as page:
         for i in range(4):
             with aiodurable.set_workflow_id(f"order-{1040 + i}"):
                 await checkout_now(f"{1040 + i}", 1999 + i)

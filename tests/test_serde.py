@@ -7,6 +7,8 @@ import datetime as dt
 import decimal
 import enum
 import functools
+import math
+import pickle
 import socket
 import sys
 import types
@@ -455,6 +457,94 @@ def test_inputs_pickle() -> None:
     assert decode_inputs(PICKLE, variadic, data) == ((1, Color.RED), {"d": dt.date(2024, 1, 1)})
 
 
+# --- NaN and infinities -------------------------------------------------------------------------
+
+
+class Ratio(float, enum.Enum):
+    """A float enum, which orjson writes as its value."""
+
+    UNKNOWN = math.nan
+
+
+class Gauge(enum.Enum):
+    EMPTY = 0.0
+    BROKEN = -math.inf
+
+
+@dataclasses.dataclass(slots=True)
+class Reading:
+    sensor: str
+    value: float | None = None
+    _raw: float = 0.0  # orjson leaves out attributes whose name starts with "_"
+
+
+@dataclasses.dataclass
+class Sample:
+    values: list[float]
+
+
+def _with_extra(extra: object) -> Sample:
+    sample = Sample([1.0])
+    sample.extra = extra  # type: ignore[attr-defined]  # orjson writes __dict__, extras too
+    return sample
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        (math.nan, "nan is not a finite number"),
+        (math.inf, "inf is not a finite number"),
+        (-math.inf, "-inf is not a finite number"),
+        ([1.0, 2, -math.inf], "-inf at $[2] is"),
+        ((1.0, math.nan), "nan at $[1] is"),
+        ({"a": {"b": [None, math.nan]}}, "nan at $['a']['b'][1] is"),
+        ({"a": {math.inf: "x"}}, "inf at $['a'] (as a key) is"),
+        ({Gauge.BROKEN: 1}, "-inf at $ (as a key) is"),
+        (Ratio.UNKNOWN, "<Ratio.UNKNOWN: nan> is"),
+        ([Gauge.EMPTY, Gauge.BROKEN], "-inf at $[1] is"),
+        (Reading("t1", math.inf), "inf at $.value is"),
+        ([Item("a"), Sample([0.5, math.nan])], "nan at $[1].values[1] is"),
+        (_with_extra(math.nan), "nan at $.extra is"),
+        (Point(1, math.nan), "nan at $['y'] is"),
+        ({2.0, math.inf}, "inf at $[1] is"),
+        (FakeModel(math.nan), "nan at $['value'] is"),  # type: ignore[arg-type]
+    ],
+)
+def test_non_finite_floats_are_refused_where_they_are(value: object, where: str) -> None:
+    """A NaN or an infinity anywhere orjson would write it as null raises SerializationError
+    naming the value, its place and the fix, instead of being recorded as null."""
+    with pytest.raises(SerializationError) as caught:
+        encode(JSON, value, what="the result of step 'shop:charge'")
+    message = str(caught.value)
+    assert message.startswith("cannot encode the result of step 'shop:charge': ")
+    assert where in message
+    assert "JSON has no NaN or infinity" in message and "pickle" in message
+    with pytest.raises(ValueError, match="not a finite number"):
+        JSON.dumps(value)
+
+
+def test_non_finite_inputs_name_the_argument_and_none_still_encodes() -> None:
+    """A NaN in a workflow's arguments is named by its parameter and its place in it; None,
+    the text "null" and private attributes are no NaN, and pickle keeps NaN as it is."""
+    value = [None, "null", {"null": None}, Reading("t", None, math.nan), Sample([1.5])]
+    assert orjson.loads(encode(JSON, value, what="v")) == [
+        None,
+        "null",
+        {"null": None},
+        {"sensor": "t", "value": None},
+        {"values": [1.5]},
+    ]
+    restored = pickle.loads(encode(PICKLE, [math.nan, math.inf], what="v"))
+    assert math.isnan(restored[0]) and restored[1] == math.inf
+    with pytest.raises(
+        SerializationError,
+        match=r"argument 'coupon' of workflow 'shop:checkout': nan at \$\['rate'\] is not",
+    ):
+        encode_inputs(JSON, checkout, (1, {"rate": math.nan}), {}, what="workflow 'shop:checkout'")
+    with pytest.raises(SerializationError, match=r"argument '\*rest\[0\]' of w: inf is not"):
+        encode_inputs(JSON, variadic, (1, math.inf), {}, what="w")
+
+
 # --- exceptions ---------------------------------------------------------------------------------
 
 
@@ -562,3 +652,12 @@ def test_encode_exception_is_always_json() -> None:
 def test_callable_type_alias_hint_is_no_guidance() -> None:
     """Hints with nothing to convert (a Callable) leave the value as it is."""
     assert convert([1], Callable[[int], int]) == [1]
+
+
+def test_exception_with_non_finite_arguments_is_recorded_without_them() -> None:
+    """An exception whose arguments hold NaN is still recorded, its message intact, with the
+    arguments left out rather than written as null."""
+    record = orjson.loads(encode_exception(raised(ValueError(math.nan, "ratio"))))
+    assert record["type"] == "builtins:ValueError"
+    assert record["message"] == "(nan, 'ratio')"
+    assert record["args"] is None

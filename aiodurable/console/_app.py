@@ -1,8 +1,14 @@
-"""``create_app``: the console's routes, its runtime, and the handlers that read and steer."""
+"""``create_app``: the console's routes, its runtime, and the handlers that read and steer.
+
+Bad input gets a 4xx, never a 500: a workflow ID with a NUL or an unpaired surrogate (which no
+recorded workflow can have) is 404, such a filter or a page past :data:`MAX_PAGE` is 400, and an
+action's form over :data:`MAX_FORM` bytes is 413, refused before it is read.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
@@ -14,27 +20,37 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .._exceptions import DurableError, NoRuntimeError, SerializationError, WorkflowNotFound
-from .._models import WorkflowInfo, WorkflowStatus
+from .._exceptions import DurableError, NoRuntimeError, WorkflowNotFound
+from .._models import WorkflowInfo, WorkflowStatus, from_timestamp
 from .._runtime import Runtime
-from .._serde import error_record
+from .._store import StepRow
 from . import _queries
 from ._live import Live
+from ._positions import queue_positions
 from ._render import (
     PAGE_SIZE,
     Filters,
-    Value,
+    StepLine,
     WorkflowView,
     layout,
     list_body,
     list_fragment,
-    pretty,
     workflow_body,
     workflow_fragment,
 )
-from ._security import Guard, csrf_token, is_same_origin
+from ._security import Guard, csrf_token, is_same_origin, is_storable
+from ._values import error_view, shown
 
-__all__ = ["Console", "create_app"]
+__all__ = ["MAX_FORM", "MAX_PAGE", "Console", "create_app"]
+
+MAX_FORM = 64 * 1024
+"""The largest action form body, in bytes."""
+MAX_PAGE = 1_000_000
+"""The deepest page of the list (50 million workflows; filter to go further)."""
+STEP_LIMIT = 1000
+"""The most journal entries a workflow page shows (the last ones)."""
+EVENT_LIMIT = 100
+"""The most events a workflow page shows."""
 
 _STATIC = {
     "console.css": "text/css; charset=utf-8",
@@ -91,14 +107,17 @@ def create_app(
     database_url: str | None = None,
     schema: str = "aiodurable",
     token: str | None = None,
+    unix_socket: bool = False,
 ) -> Starlette:
     """The web console as an ASGI app: serve it (``aiodurable console``) or mount it.
 
     With ``runtime`` it reads and steers through that open runtime (required when mounted, since
     a mounted app's lifespan does not run); otherwise its lifespan opens
-    ``Runtime(database_url, schema=schema, recover=False)``. With no ``token`` it answers
-    loopback requests only; with one, every request must carry it (see
-    :mod:`aiodurable.console._security`).
+    ``Runtime(database_url, schema=schema, recover=False)``. With a ``token`` (at least 16
+    printable ASCII characters; ``ValueError`` otherwise) every request must carry it. With none
+    it answers loopback requests only, which on a shared machine means every local account; with
+    none and ``unix_socket=True`` it answers only requests that arrive over a Unix socket, whose
+    file permissions then decide who may connect (see :mod:`aiodurable.console._security`).
     """
     console: Console
 
@@ -108,6 +127,8 @@ def create_app(
                 return await handler(request)
             except WorkflowNotFound as exc:
                 return _page(request, "Not found", f"<h1>Not found</h1><p>{_esc(exc)}</p>", 404)
+            except _BadRequest as exc:
+                return _page(request, "Bad request", f"<h1>Bad request</h1><p>{_esc(exc)}</p>", 400)
             except NoRuntimeError as exc:
                 return PlainTextResponse(str(exc), status_code=503)
 
@@ -123,20 +144,26 @@ def create_app(
         return HTMLResponse(await _list_fragment(console.runtime(), request, filters))
 
     async def workflow_page(request: Request) -> Response:
-        wid = request.path_params["workflow_id"]
+        wid = _workflow_id(request)
         fragment = await _workflow_fragment(console, request, wid)
         notice = request.query_params.get("notice", "")[:500]
         return _page(request, wid, workflow_body(_base(request), wid, fragment, notice))
 
     async def workflow_part(request: Request) -> Response:
-        wid = request.path_params["workflow_id"]
+        wid = _workflow_id(request)
         return HTMLResponse(await _workflow_fragment(console, request, wid))
 
     async def act(request: Request) -> Response:
-        wid, action = request.path_params["workflow_id"], request.path_params["action"]
-        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        wid, action = _workflow_id(request), request.path_params["action"]
+        body = await _bounded_body(request, MAX_FORM)
+        if body is None:
+            return PlainTextResponse(
+                f"a console form is at most {MAX_FORM:,} bytes", status_code=413
+            )
+        form = dict(parse_qsl(body.decode("utf-8", "replace")))
         headers = {k.lower(): v for k, v in request.headers.items()}
-        if not is_same_origin(headers) or form.get("csrf") != console.csrf:
+        offered = form.get("csrf", "").encode("utf-8", "replace")
+        if not is_same_origin(headers) or not hmac.compare_digest(offered, console.csrf.encode()):
             return PlainTextResponse("cross-site request refused", status_code=403)
         rt = console.runtime()
         target, notice = wid, ""
@@ -179,7 +206,7 @@ def create_app(
         Route("/static/{name:str}", static),
     ]
     inner = Starlette(routes=routes)
-    guard = Guard(inner, token=token)
+    guard = Guard(inner, token=token, unix_socket=unix_socket)
     console = Console(runtime, database_url, schema, guard)
     inner.router.routes.append(Route("/events", console.live))
     app = Starlette(lifespan=console.lifespan)
@@ -202,24 +229,46 @@ def _page(request: Request, title: str, body: str, status: int = 200) -> HTMLRes
     return HTMLResponse(layout(_base(request), title, body), status_code=status)
 
 
+class _BadRequest(ValueError):
+    """A request the console cannot answer (400), with the reason."""
+
+
+def _workflow_id(request: Request) -> str:
+    wid = str(request.path_params["workflow_id"])
+    if not is_storable(wid):
+        raise WorkflowNotFound(wid)  # (its message shows the ID's repr: escaped)
+    return wid
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None once it proves longer than ``limit`` (the rest unread)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def _filters(request: Request) -> Filters:
     p = request.query_params
     status = p.get("status", "").upper()
     if status not in {s.value for s in WorkflowStatus}:
         status = ""
+    text = {key: p.get(key, "").strip() for key in ("name", "queue", "prefix", "start", "end")}
+    for key, value in text.items():
+        if not is_storable(value):
+            raise _BadRequest(f"the {key} filter holds a NUL or an unpaired surrogate")
     try:
         page = max(1, int(p.get("page", "1")))
     except ValueError:
         page = 1
-    return Filters(
-        status=status,
-        name=p.get("name", "").strip(),
-        queue=p.get("queue", "").strip(),
-        prefix=p.get("prefix", "").strip(),
-        start=p.get("start", "").strip(),
-        end=p.get("end", "").strip(),
-        page=page,
-    )
+    if page > MAX_PAGE:
+        raise _BadRequest(f"page {page} is past the last page shown ({MAX_PAGE:,}); filter instead")
+    return Filters(status=status, page=page, **text)
 
 
 def _moment(text: str) -> datetime | None:
@@ -244,57 +293,67 @@ async def _list_fragment(rt: Runtime, request: Request, filters: Filters) -> str
         offset=(filters.page - 1) * PAGE_SIZE,
         sort_desc=True,
     )
+    shown_infos = infos[:PAGE_SIZE]
     positions: dict[str, int] = {}
-    for queue in {i.queue_name for i in infos if i.status is WorkflowStatus.ENQUEUED}:
-        if queue is not None:
-            positions.update(await rt.store.queue_positions(queue))
-    shown = infos[:PAGE_SIZE]
-    return list_fragment(_base(request), filters, shown, len(infos) > PAGE_SIZE, positions)
+    waiting: dict[str, list[str]] = {}
+    for i in shown_infos:
+        if i.status is WorkflowStatus.ENQUEUED and i.queue_name is not None:
+            waiting.setdefault(i.queue_name, []).append(i.workflow_id)
+    for queue, ids in waiting.items():
+        positions.update(await queue_positions(rt, queue, ids))
+    return list_fragment(_base(request), filters, shown_infos, len(infos) > PAGE_SIZE, positions)
 
 
-def _decoded(rt: Runtime, fmt: str, data: bytes | None, clipped: bool = False) -> Value:
-    if data is None:
-        return Value("null")
-    if clipped:
-        return Value(data.decode("utf-8", "replace"), "the first 64 KiB, not decoded")
-    try:
-        return Value(pretty(rt.serializer_for(fmt).loads(data, None)))
-    except (SerializationError, ValueError, TypeError) as exc:
-        return Value(data[:4096].decode("utf-8", "replace"), f"not decoded: {exc}")
+def _step_line(entry: StepRow, rt: Runtime) -> StepLine:
+    if entry.error is not None:
+        outcome, failed = error_view(entry.error).short, True
+    else:
+        # The timeline shows 120 characters: 1 KiB of a value is plenty to find them in.
+        outcome, failed = shown(rt, entry.format, entry.output, limit=1024).text, False
+    started = from_timestamp(entry.started_at)
+    completed = from_timestamp(entry.completed_at)
+    assert started is not None and completed is not None
+    return StepLine(
+        entry.function_id,
+        entry.name,
+        outcome,
+        failed,
+        entry.child_workflow_id,
+        started,
+        completed,
+    )
 
 
 async def _workflow_fragment(console: Console, request: Request, workflow_id: str) -> str:
     rt = console.runtime()
     row = await rt.store.require_workflow(workflow_id)
-    info: WorkflowInfo
-    try:
-        info = rt.info(row)
-        inputs = Value(pretty(info.inputs))
-        output = Value(pretty(info.output)) if info.status is WorkflowStatus.SUCCESS else None
-    except (SerializationError, ValueError, TypeError):
-        info = rt.info(row, load_data=False)
-        inputs = _decoded(rt, row.format, row.inputs)
-        output = _decoded(rt, row.format, row.output) if row.output is not None else None
+    # Values are decoded here, plainly and clipped, never through the workflow's annotations:
+    # a page shows JSON, and a value too large or unreadable still leaves the page readable.
+    info: WorkflowInfo = rt.info(row, load_data=False)
+    inputs = shown(rt, row.format, row.inputs)
+    output = shown(rt, row.format, row.output) if row.status == "SUCCESS" else None
     error_type = error_message = traceback = ""
     if row.error is not None:
-        record = error_record(row.error)
-        error_type, error_message, traceback = record.type, record.message, record.traceback
-    steps = await rt.list_steps(workflow_id)
-    step_values = {s.function_id: Value(pretty(s.output)) for s in steps}
+        error = error_view(row.error)
+        error_type, error_message, traceback = error.type, error.message, error.traceback
+    journal = list((await rt.store.load_journal(workflow_id)).values())
+    hidden = max(0, len(journal) - STEP_LIMIT)
+    steps = [_step_line(entry, rt) for entry in journal[hidden:]]
     children = [s.child_workflow_id for s in steps if s.child_workflow_id is not None]
     linked = [*children, *([info.parent_workflow_id] if info.parent_workflow_id else [])]
     briefs = await _queries.workflow_briefs(rt, linked)
     events = [
-        (ev.key, _decoded(rt, ev.format, ev.value, ev.clipped), _at(ev.updated_at))
-        for ev in await _queries.events(rt, workflow_id)
+        (ev.key, shown(rt, ev.format, ev.value, clipped=ev.clipped), _at(ev.updated_at))
+        for ev in (await _queries.events(rt, workflow_id))[:EVENT_LIMIT]
     ]
     messages = [
-        (m.topic, _decoded(rt, m.format, m.value, m.clipped), _at(m.created_at))
+        (m.topic, shown(rt, m.format, m.value, clipped=m.clipped), _at(m.created_at))
         for m in await _queries.messages(rt, workflow_id)
     ]
     position = None
     if info.status is WorkflowStatus.ENQUEUED and info.queue_name is not None:
-        position = (await rt.store.queue_positions(info.queue_name)).get(workflow_id)
+        found = await queue_positions(rt, info.queue_name, [workflow_id])
+        position = found.get(workflow_id)
     ends = [info.updated_at if info.status.is_terminal else datetime.now(UTC)]
     ends += [s.completed_at for s in steps]
     view = WorkflowView(
@@ -305,7 +364,6 @@ async def _workflow_fragment(console: Console, request: Request, workflow_id: st
         error_message=error_message,
         traceback=traceback,
         steps=steps,
-        step_values=step_values,
         events=events,
         messages=messages,
         briefs=briefs,
@@ -313,6 +371,7 @@ async def _workflow_fragment(console: Console, request: Request, workflow_id: st
         ends_at=max(ends),
         notice=request.query_params.get("notice", "")[:500],
         children=children,
+        steps_not_shown=hidden,
     )
     return workflow_fragment(_base(request), view, console.csrf)
 

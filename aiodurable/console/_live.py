@@ -12,6 +12,10 @@ A stream ends when the client disconnects (a task waits for ``http.disconnect``)
 uvicorn waits for open responses before the lifespan ends), when the runtime closes, and after
 :data:`LIFETIME` seconds in any case (``EventSource`` reconnects by itself), which bounds how long
 any server, however it is run, can wait for one.
+
+At most :data:`MAX_STREAMS` streams are open at once (a browser holds one per tab); the next one
+gets 503. A ``workflow`` parameter that no recorded workflow ID can equal (it holds a NUL or an
+unpaired surrogate) gets 400.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ from urllib.parse import parse_qsl
 
 from .._runtime import Runtime
 from . import _queries
-from ._security import Receive, Scope, Send
+from ._security import Receive, Scope, Send, is_storable
 
-__all__ = ["LIFETIME", "Live"]
+__all__ = ["LIFETIME", "MAX_STREAMS", "Live"]
 
 PROBE_INTERVAL = 1.0
 """Seconds between probes for changes that send no notification."""
@@ -35,6 +39,8 @@ MIN_GAP = 0.2
 """Seconds after a message before the next one may be sent."""
 LIFETIME = 60.0
 """Seconds after which a stream ends and the browser reconnects."""
+MAX_STREAMS = 32
+"""The most streams open at once; each probes the database once a second."""
 
 _LIST_KINDS = frozenset({"w", "q", "x"})
 _WORKFLOW_KINDS = frozenset({"w", "m", "e"})
@@ -63,6 +69,12 @@ class Live:
         rt = self._runtime()
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         workflow_id = query.get("workflow") or None
+        if workflow_id is not None and not is_storable(workflow_id):
+            await _refuse(send, 400, "no workflow ID holds a NUL or an unpaired surrogate")
+            return
+        if len(self._streams) >= MAX_STREAMS:
+            await _refuse(send, 503, f"this console already serves {MAX_STREAMS} live streams")
+            return
         await send(
             {
                 "type": "http.response.start",
@@ -154,3 +166,18 @@ class Live:
                 elif loop.time() - quiet_since > KEEPALIVE:
                     await emit(": keepalive\n\n")
                     quiet_since = loop.time()
+
+
+async def _refuse(send: Send, status: int, text: str) -> None:
+    body = (text + "\n").encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -14,11 +14,12 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from .._models import StepInfo, WorkflowInfo, WorkflowStatus
+from .._models import WorkflowInfo, WorkflowStatus
 from ._queries import WorkflowBrief
 
 __all__ = [
     "Filters",
+    "StepLine",
     "Value",
     "WorkflowView",
     "e",
@@ -96,6 +97,19 @@ class Filters:
 
 
 @dataclass(frozen=True, slots=True)
+class StepLine:
+    """One journal entry as the timeline shows it."""
+
+    function_id: int
+    name: str
+    outcome: str  # the output's text, or "Type: message"
+    failed: bool
+    child_workflow_id: str | None
+    started_at: datetime
+    completed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowView:
     """Everything the workflow page shows."""
 
@@ -105,8 +119,7 @@ class WorkflowView:
     error_type: str
     error_message: str
     traceback: str
-    steps: Sequence[StepInfo]
-    step_values: Mapping[int, Value]
+    steps: Sequence[StepLine]
     events: Sequence[tuple[str, Value, datetime | None]]
     messages: Sequence[tuple[str, Value, datetime | None]]
     briefs: Mapping[str, WorkflowBrief]
@@ -114,6 +127,7 @@ class WorkflowView:
     ends_at: datetime
     notice: str = ""
     children: Sequence[str] = field(default_factory=list)
+    steps_not_shown: int = 0  # the first ones, when the journal is too long for a page
 
 
 def layout(base: str, title: str, body: str) -> str:
@@ -259,9 +273,9 @@ def _timeline(base: str, view: WorkflowView, csrf: str) -> str:
         left = min(start / span * 100, 99.5)
         width = max(min(duration / span * 100, 100 - left), 0.4)
         outcome = (
-            f'<span class="err">{e(type(s.error).__name__)}: {e(s.error)}</span>'
-            if s.error is not None
-            else e(_clip(view.step_values[s.function_id].text, 120))
+            f'<span class="err">{e(_clip(s.outcome, 300))}</span>'
+            if s.failed
+            else e(_clip(s.outcome, 120))
         )
         child = ""
         if s.child_workflow_id is not None:
@@ -282,12 +296,18 @@ def _timeline(base: str, view: WorkflowView, csrf: str) -> str:
         rows.append(
             f'<tr data-function-id="{s.function_id}"><td class="fid">{s.function_id}</td>'
             f'<td class="sname">{e(s.name)}{child}</td>'
-            f'<td class="track"><div class="bar{" bar-err" if s.error is not None else ""}"'
+            f'<td class="track"><div class="bar{" bar-err" if s.failed else ""}"'
             f' style="margin-left:{left:.2f}%;width:{width:.2f}%"></div></td>'
             f'<td class="ms">{duration * 1000:.1f} ms</td><td class="out">{outcome}</td>'
             f"<td>{fork}</td></tr>"
         )
-    return (
+    hidden = ""
+    if view.steps_not_shown:
+        hidden = (
+            f'<p class="note">The first {view.steps_not_shown:,} steps are not shown'
+            " (aiodurable workflow steps lists them all).</p>"
+        )
+    return hidden + (
         '<table class="timeline"><thead><tr><th>#</th><th>Step</th>'
         f'<th class="track">0 to {span * 1000:.0f} ms</th><th>Duration</th><th>Outcome</th>'
         f"<th></th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
