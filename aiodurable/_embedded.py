@@ -14,6 +14,26 @@ go or died, ``kill -9`` included. Starting, joining and stopping are serialised 
 the keeper stops the server waits, then starts it again. The protocol is described in
 :mod:`aiodurable._keeper`.
 
+Safety against the other accounts of the machine, the server's own account included:
+
+- As root, the server runs as a dedicated system account (``aiodurable``, created on first use;
+  ``AIODURABLE_PG_USER`` names another), never ``nobody``, which other daemons share.
+- Connections are authenticated by the kernel (``peer``): only the account that owns the data
+  folder's layout (the user, or root) may connect, as role ``postgres`` or any other; the
+  server's account may not, and TCP (``tcp_host``) asks for a password, of which none is set.
+  The rules live in ``<data>.hba.conf`` and ``<data>.ident.conf``, written at each start and
+  passed on the command line, so a folder initialised with ``trust`` by an older version is
+  protected at its next start.
+- Every file the library opens next to or in the data folder (the lock and keeper files, the
+  server log ``<data>.log``, the auth rules, ``postmaster.pid``) is opened without following a
+  symbolic link and must be a plain file of the expected account with a single name; the log and
+  the lock files live next to the data folder, where the server's account cannot write.
+- A data folder, ``postmaster.pid`` or socket is used only when it belongs to the server's
+  account and the socket is inside the data folder; a process is signalled only when it is that
+  folder's postmaster (its account, its working folder) or the keeper named in the keeper file.
+- As root, only a folder root created empty, or one an older aiodurable gave to ``nobody``, is
+  handed to the server's account, entry by entry, never through a link.
+
 No thread is started: children are spawned with :class:`subprocess.Popen` and awaited through a
 pidfd registered with the event loop, because asyncio's subprocess support on Python 3.11 starts a
 watcher thread per child.
@@ -24,12 +44,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import fcntl
 import hashlib
 import importlib.util
 import math
 import os
 import pwd
+import re
 import shutil
 import signal
 import stat
@@ -66,8 +88,13 @@ START_TIMEOUT = 30.0
 LINGER = 2.0
 """Seconds the server stays up after its last user, unless ``AIODURABLE_PG_LINGER`` says."""
 
-_LOG_NAME = "aiodurable-server.log"
 _LOG_MAX_BYTES = 10 * 1024 * 1024
+_DEFAULT_ACCOUNT = "aiodurable"
+"""The account that runs the server when root starts it; created on first use."""
+_SHARED_ACCOUNTS = frozenset({"nobody", "nfsnobody"})
+_OVERFLOW_UID = 65534  # The uid of 'nobody' on Linux.
+_AUTH_MAP = "aiodurable"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?")
 # Where, as root, the data folder and any readable copy of the binaries live: root's home is
 # private, so the unprivileged account could not reach anything under it.
 _ROOT_BASE = Path("/var/lib/aiodurable")
@@ -201,26 +228,90 @@ class _PidFile:
     socket_dir: Path
 
 
-def _read_pidfile(data_dir: Path) -> _PidFile | None:
-    """The live postmaster that postmaster.pid names, or None."""
+def _read_pidfile(data_dir: Path, server_uid: int) -> _PidFile | None:
+    """The postmaster of ``data_dir`` that its postmaster.pid names, or None if none runs.
+
+    The file must be a plain file of ``server_uid``, the account that runs the server (else an
+    error). The process it names counts only if it is that folder's postmaster: that account's,
+    named ``postgres``, working in ``data_dir`` (a postmaster works in its data folder); any
+    other process, like a pid reused after a crash or one written by somebody else, is ignored.
+    A socket outside the data folder is refused.
+    """
     try:
-        lines = (data_dir / "postmaster.pid").read_text().splitlines()
-        pid, port, socket_dir = int(lines[0]), int(lines[3]), Path(lines[4] or data_dir)
-    except (OSError, ValueError, IndexError):
+        fd = _open_checked(data_dir / "postmaster.pid", os.O_RDONLY, owner=server_uid)
+    except FileNotFoundError:
         return None
-    if pid == os.getpid() or not _pid_alive(pid):
+    try:
+        text = os.read(fd, 4096).decode(errors="replace")
+    finally:
+        os.close(fd)
+    try:
+        lines = text.splitlines()
+        pid, port, socket_dir = int(lines[0]), int(lines[3]), lines[4]
+    except (ValueError, IndexError):
+        return None  # Stale, or still being written by a starting server.
+    if pid <= 0 or pid == os.getpid() or not _is_postmaster(pid, data_dir, server_uid):
         return None
-    # After a crash the pid may have been reused by some other program.
-    with contextlib.suppress(OSError):
-        if not Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
-            return None
-    return _PidFile(pid, port, socket_dir)
+    if not socket_dir:
+        return None  # The server has not made its socket yet.
+    if not _same_folder(Path(socket_dir), data_dir):
+        raise EmbeddedPostgresError(
+            f"the server on {data_dir} (pid {pid}) listens on a socket in {socket_dir}, outside "
+            "its data folder, where another account may have put it; aiodurable uses only a "
+            f"socket inside the data folder: stop that server (kill -INT {pid}) and start it "
+            "again with aiodurable"
+        )
+    return _PidFile(pid, port, data_dir)
+
+
+def _is_postmaster(pid: int, data_dir: Path, server_uid: int) -> bool:
+    """Whether process ``pid`` runs as ``server_uid`` only, is named postgres* and works in
+    ``data_dir``. Without /proc (not Linux), only whether it is alive."""
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/self").exists():
+        return _pid_alive(pid)
+    try:
+        status = (proc / "status").read_text()
+        comm = (proc / "comm").read_text()
+        cwd = os.stat(proc / "cwd")
+        here = os.stat(data_dir)
+    except (OSError, ValueError):
+        return False
+    uids = next((line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")), [])
+    return (
+        uids == [str(server_uid)] * 4
+        and comm.startswith("postgres")
+        and (cwd.st_dev, cwd.st_ino) == (here.st_dev, here.st_ino)
+    )
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _expected_server_uid() -> int | None:
+    """The uid the server of this process's data folders runs as: this process's, or, as root,
+    the server account's (None if it does not exist yet, so no server of it can run)."""
+    if os.geteuid() != 0:
+        return os.geteuid()
+    account = _find_account(_account_name())
+    return account.uid if account is not None else None
 
 
 def running_url(data_dir: Path | str | None = None) -> str | None:
-    """The URL of the server running on ``data_dir``, or None if none is running there."""
+    """The URL of the server running on ``data_dir``, or None if none is running there.
+
+    Raises :class:`EmbeddedPostgresError` when the folder, its postmaster.pid or the socket it
+    names is not the server account's (another account could have planted them).
+    """
     folder = _resolve(data_dir)
-    info = _read_pidfile(folder)
+    uid = _expected_server_uid()
+    if uid is None or not _check_folder(folder, uid):
+        return None
+    info = _read_pidfile(folder, uid)
     if info is None or not (info.socket_dir / f".s.PGSQL.{info.port}").exists():
         return None
     return _url(info.socket_dir, info.port)
@@ -231,6 +322,8 @@ async def stop_server(data_dir: Path | str | None = None, *, timeout: float = 30
 
     Unlike :meth:`EmbeddedPostgres.stop`, this stops the server even while programs use it and
     when ``aiodurable postgres start`` pinned it: it is meant for ``aiodurable postgres stop``.
+    Only the keeper named in this account's keeper file, or the folder's own postmaster (see
+    :func:`_read_pidfile`), is ever signalled.
     """
     folder = _resolve(data_dir)
     files = _Files.of(folder)
@@ -242,16 +335,18 @@ async def stop_server(data_dir: Path | str | None = None, *, timeout: float = 30
             _signal(pid, signal.SIGTERM, f"the keeper of the server on {folder}")
         else:
             # A server this version did not start (no keeper): stop it directly.
-            info = _read_pidfile(folder)
+            uid = _expected_server_uid()
+            if uid is None or not _check_folder(folder, uid):
+                return False
+            info = _read_pidfile(folder, uid)
             if info is None:
                 return False
             pid = info.pid
             _signal(pid, signal.SIGINT, f"the server on {folder}")
         if not await _wait_exit(pid, timeout):
             raise EmbeddedPostgresError(
-                f"the server on {folder} did not stop within {timeout} s; see "
-                f"{folder / _LOG_NAME}, or stop it with 'kill -QUIT' on the pid in "
-                f"{folder / 'postmaster.pid'}"
+                f"the server on {folder} did not stop within {timeout} s; see {files.log}, or "
+                f"stop it with 'kill -QUIT' on the pid in {folder / 'postmaster.pid'}"
             )
         return True
 
@@ -277,24 +372,100 @@ class _Account:
     gid: int
 
 
-def _server_account() -> _Account | None:
-    """The unprivileged account to run the server as, or None when not root."""
-    if os.geteuid() != 0:
-        return None
-    name = os.environ.get("AIODURABLE_PG_USER", "nobody")
+def _account_name() -> str:
+    return os.environ.get("AIODURABLE_PG_USER") or _DEFAULT_ACCOUNT
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return repr(pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _find_account(name: str) -> _Account | None:
+    """The account ``name`` to run the server as, or None if it does not exist; root and the
+    shared ``nobody`` are refused."""
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        raise EmbeddedPostgresError(
-            f"PostgreSQL refuses to run as root and the account {name!r} does not exist; create "
-            "it (useradd --system postgres) and/or set AIODURABLE_PG_USER to an unprivileged one"
-        ) from None
+        return None
     if entry.pw_uid == 0:
         raise EmbeddedPostgresError(
-            f"AIODURABLE_PG_USER={name!r} is root; PostgreSQL refuses to run as root, so name an "
-            "unprivileged account"
+            f"AIODURABLE_PG_USER={name!r} is root; PostgreSQL refuses to run as root: unset it "
+            f"(the server then runs as the dedicated account {_DEFAULT_ACCOUNT!r}) or name "
+            "another unprivileged account"
         )
-    return _Account(name, entry.pw_uid, entry.pw_gid)
+    if _is_shared_uid(entry.pw_uid) or entry.pw_name in _SHARED_ACCOUNTS:
+        # Refused, not merely warned about: every other program running as 'nobody' could
+        # reach the server's files and socket, and the server could reach theirs.
+        raise EmbeddedPostgresError(
+            f"AIODURABLE_PG_USER={name!r} names the account that other daemons share; the "
+            "server must run as an account of its own: unset it (the server then runs as "
+            f"{_DEFAULT_ACCOUNT!r}, created on first use) or name another dedicated account"
+        )
+    return _Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+async def _server_account() -> _Account | None:
+    """The unprivileged account to run the server as, or None when not root.
+
+    ``AIODURABLE_PG_USER`` if set (it must exist), else the dedicated system account
+    ``aiodurable``, created with ``useradd`` on first use.
+    """
+    if os.geteuid() != 0:
+        return None
+    name = _account_name()
+    account = _find_account(name)
+    if account is not None:
+        return account
+    if name != _DEFAULT_ACCOUNT:
+        raise EmbeddedPostgresError(
+            f"AIODURABLE_PG_USER={name!r}: no such account; create it (useradd --system "
+            f"--user-group --no-create-home --shell /usr/sbin/nologin {name}) or unset "
+            f"AIODURABLE_PG_USER to use {_DEFAULT_ACCOUNT!r}, created on first use"
+        )
+    await _create_account(name)
+    account = _find_account(name)
+    if account is None:
+        raise EmbeddedPostgresError(f"useradd reported success, but there is no account {name!r}")
+    return account
+
+
+async def _create_account(name: str) -> None:
+    """Create the system account ``name``, with no home and no login shell; another process
+    creating it at the same time is fine."""
+    fix = (
+        f"create it yourself (useradd --system --user-group --no-create-home --home-dir "
+        f"/nonexistent --shell /usr/sbin/nologin {name}), or set AIODURABLE_PG_USER to another "
+        "dedicated unprivileged account"
+    )
+    useradd = shutil.which("useradd") or next(
+        (p for p in ("/usr/sbin/useradd", "/sbin/useradd") if os.access(p, os.X_OK)), None
+    )
+    if useradd is None:
+        raise EmbeddedPostgresError(
+            f"PostgreSQL refuses to run as root, and the account {name!r} that should run it "
+            f"does not exist, nor the 'useradd' command to create it; {fix}"
+        )
+    shell = next(
+        (p for p in ("/usr/sbin/nologin", "/sbin/nologin") if os.access(p, os.X_OK)), "/bin/false"
+    )
+    argv = [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"]
+    argv += ["--shell", shell, "--comment", "aiodurable embedded PostgreSQL", name]
+    with tempfile.TemporaryFile() as out:
+        proc = _spawn(argv, account=None, home=Path("/"), stdout=out.fileno(), preexec=None)
+        code = await _wait_child(proc, START_TIMEOUT)
+        if code is None:
+            proc.kill()
+            await _wait_child(proc)
+        if code != 0 and _find_account(name) is None:
+            out.seek(0)
+            text = out.read().decode(errors="replace").strip()
+            raise EmbeddedPostgresError(
+                f"cannot create the account {name!r} that runs PostgreSQL (root cannot): "
+                f"useradd exited with {code}: {text}; {fix}"
+            )
 
 
 def _permits(path: Path, account: _Account, bits: int) -> bool:
@@ -364,11 +535,24 @@ def _readable_install(bin_dir: Path, account: _Account) -> Path:
 
 def _makedirs(path: Path, mode: int) -> None:
     """Create ``path`` and missing parents with ``mode``; existing folders are left untouched."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
+    missing = [p for p in (path, *path.parents) if not os.path.lexists(p)]
     for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):
+        try:
             folder.mkdir(mode)
-            os.chmod(folder, mode)  # mkdir's mode is filtered by the umask.
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise EmbeddedPostgresError(
+                f"cannot create {folder}: {exc.strerror}; choose a data folder where you can "
+                "(AIODURABLE_PG_DATA)"
+            ) from None
+        # mkdir's mode is filtered by the umask; chmod through a descriptor of the folder just
+        # made, so that nothing put in its place meanwhile is changed.
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
 
 
 # --- Spawning -------------------------------------------------------------------------------
@@ -428,12 +612,149 @@ def _spawn(
 
 def _tail(path: Path, lines: int = 20) -> str:
     try:
-        with path.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
-            text = f.read().decode(errors="replace")
-    except OSError:
+        fd = _open_checked(path, os.O_RDONLY, owner=os.geteuid())
+    except (OSError, EmbeddedPostgresError):
         return "(no log)"
+    with os.fdopen(fd, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+        text = f.read().decode(errors="replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+# --- Files opened without following links ------------------------------------------------------
+
+
+def _open_checked(path: Path, flags: int, *, owner: int, mode: int = 0o600) -> int:
+    """Open ``path`` (``flags`` may create it with ``mode``) without following a symbolic link,
+    nor blocking on a FIFO, and check that it is a plain file of ``owner`` with no other name:
+    neither a link planted by another account nor a hard link to another file is written or
+    read through. FileNotFoundError passes through; any other problem is an
+    :class:`EmbeddedPostgresError` naming the file and the fix."""
+    fix = (
+        f"aiodurable uses it to run the server on its data folder; if no program of "
+        f"{_user_name(owner)} is using that folder, remove {path}, or choose another data folder "
+        "(AIODURABLE_PG_DATA)"
+    )
+    extra = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags | extra, mode)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        # Say what is wrong with the file when it shows: some kernels refuse a link or another
+        # account's file in a sticky folder with EACCES rather than ELOOP.
+        try:
+            found: os.stat_result | None = os.lstat(path)
+        except OSError:
+            found = None
+        if exc.errno == errno.ELOOP or (found is not None and stat.S_ISLNK(found.st_mode)):
+            problem = "is a symbolic link, which aiodurable never follows"
+        elif exc.errno == errno.ENXIO or (found is not None and not stat.S_ISREG(found.st_mode)):
+            problem = "is not a plain file"
+        elif found is not None and found.st_uid != owner:
+            problem = f"belongs to {_user_name(found.st_uid)}, not to {_user_name(owner)}"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            problem = f"cannot be opened by {_user_name(os.geteuid())} (permission denied)"
+        else:
+            problem = f"cannot be opened ({exc.strerror})"
+        raise EmbeddedPostgresError(f"{path} {problem}; {fix}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            problem = "is not a plain file"
+        elif st.st_uid != owner:
+            problem = f"belongs to {_user_name(st.st_uid)}, not to {_user_name(owner)}"
+        elif st.st_nlink != 1:
+            problem = "has other names (hard links), so it may be another file"
+        else:
+            return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    raise EmbeddedPostgresError(f"{path} {problem}; {fix}")
+
+
+def _check_folder(folder: Path, owner: int) -> bool:
+    """Whether the data folder exists (False if not); raises if it is a link, not a folder, or
+    not ``owner``'s, the account that runs its server: using a folder that another account
+    made would connect the program to that account's server (or let it read the data)."""
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        raise EmbeddedPostgresError(
+            f"the data folder {folder} is a symbolic link, which aiodurable never follows; give "
+            f"the real folder's path ({os.path.realpath(folder)}) instead"
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise EmbeddedPostgresError(
+            f"the data folder {folder} is not a folder; remove it or choose another data folder "
+            "(AIODURABLE_PG_DATA)"
+        )
+    if st.st_uid == owner:
+        return True
+    if _is_legacy(folder, st):
+        raise EmbeddedPostgresError(
+            f"the data folder {folder} belongs to the shared account 'nobody' (an older aiodurable "
+            f"ran its server so); start it with this version, as root, to hand it to "
+            f"{_account_name()!r} (stop any server still running on it first, with 'kill -INT' on "
+            "the pid in its postmaster.pid)"
+        )
+    raise EmbeddedPostgresError(
+        f"the data folder {folder} belongs to {_user_name(st.st_uid)}, not to "
+        f"{_user_name(owner)}, which runs aiodurable's server here; a folder another account made "
+        "could lead to that account's server. Choose a data folder of your own "
+        "(AIODURABLE_PG_DATA), or remove that one if nothing of its owner is in it"
+    )
+
+
+def _is_shared_uid(uid: int) -> bool:
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = ""
+    return uid == _OVERFLOW_UID or name in _SHARED_ACCOUNTS
+
+
+def _is_legacy(folder: Path, st: os.stat_result) -> bool:
+    """Whether ``folder`` is a PostgreSQL data folder that an older aiodurable, as root, gave to
+    'nobody'."""
+    return (
+        os.geteuid() == 0
+        and _is_shared_uid(st.st_uid)
+        and stat.S_ISDIR(st.st_mode)
+        and os.path.isfile(folder / "PG_VERSION")
+        and not os.path.islink(folder / "PG_VERSION")
+    )
+
+
+def _hand_over(fd: int, old_uid: int, account: _Account) -> None:
+    """Give the folder open as ``fd``, and every entry in it that ``old_uid`` owns, to
+    ``account``; never through a link (each entry is changed through a descriptor of what was
+    opened without following one), and refusing an entry with several names."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    for _, dirs, names, dir_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+        for name in (*dirs, *names):
+            try:
+                entry = os.open(name, flags, dir_fd=dir_fd)
+            except OSError:
+                continue  # A symbolic link or a socket: left as it is.
+            try:
+                st = os.fstat(entry)
+                if st.st_uid != old_uid:
+                    continue
+                if not stat.S_ISDIR(st.st_mode) and st.st_nlink != 1:
+                    raise EmbeddedPostgresError(
+                        f"{name!r} in the data folder has several names (hard links), so it may "
+                        "be another file; remove the extra names, then start again"
+                    )
+                os.fchown(entry, account.uid, account.gid)
+            finally:
+                os.close(entry)
+    os.fchown(fd, account.uid, account.gid)
+    os.fchmod(fd, 0o700)
 
 
 # --- The lock files (the protocol is described in aiodurable._keeper) ------------------------
@@ -441,20 +762,47 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 @dataclass(frozen=True)
 class _Files:
+    """The files next to the data folder ``<data>``: the coordination files of
+    :mod:`aiodurable._keeper`, the server's log and its authentication rules. They belong to
+    the account that starts servers (root, or the user), where the server's account cannot
+    write."""
+
     start: Path
     users: Path
     keeper: Path
     pinned: Path
+    log: Path
+    hba: Path
+    ident: Path
 
     @classmethod
     def of(cls, data_dir: Path) -> _Files:
         start, users, keeper, pinned = lock_paths(str(data_dir))
-        return cls(Path(start), Path(users), Path(keeper), Path(pinned))
+        base = os.path.abspath(data_dir)
+        return cls(
+            Path(start),
+            Path(users),
+            Path(keeper),
+            Path(pinned),
+            Path(f"{base}.log"),
+            Path(f"{base}.hba.conf"),
+            Path(f"{base}.ident.conf"),
+        )
 
 
 def _open_lock_file(path: Path) -> int:
-    # O_CLOEXEC: a child of a user must not keep its lock after the user is gone.
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # O_CLOEXEC (in _open_checked): a child of a user must not keep its lock after the user is
+    # gone.
+    return _open_checked(path, os.O_RDWR | os.O_CREAT, owner=os.geteuid())
+
+
+def _lexists(path: Path) -> bool:
+    """Whether ``path`` exists, a symbolic link included (never followed)."""
+    return os.path.lexists(path)
+
+
+def _touch(path: Path) -> None:
+    os.close(_open_checked(path, os.O_WRONLY | os.O_CREAT, owner=os.geteuid()))
 
 
 def _try_flock(fd: int, operation: int) -> bool:
@@ -469,7 +817,7 @@ def _keeper_file(files: _Files) -> tuple[bool, int, int]:
     """Whether a keeper holds the keeper file, and the keeper and server IDs written in it
     (those of the last keeper when none holds it; 0 when absent)."""
     try:
-        fd = os.open(files.keeper, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _open_checked(files.keeper, os.O_RDONLY, owner=os.geteuid())
     except FileNotFoundError:
         return False, 0, 0
     try:
@@ -580,9 +928,11 @@ class EmbeddedPostgres:
     the server ``AIODURABLE_PG_LINGER`` seconds (default 2) after its last user. An object is
     used once: after ``stop()`` it cannot be started again.
 
-    ``settings`` are passed to the server as ``-c name=value``. ``tcp_host`` (for example
-    ``"127.0.0.1"``) also opens TCP on ``port``; the returned URL always uses the socket. These
-    count only when this object starts the server.
+    ``settings`` are passed to the server as ``-c name=value`` (except ``hba_file`` and
+    ``ident_file``: aiodurable's own rules always hold). ``tcp_host`` (for example
+    ``"127.0.0.1"``) also opens TCP on ``port``, where a password is asked for (none is set until
+    you set one); the returned URL always uses the socket. These count only when this object
+    starts the server. Only the account that starts the server (the user, or root) may connect.
     """
 
     def __init__(
@@ -632,7 +982,8 @@ class EmbeddedPostgres:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
         linger = _linger()
-        account = _server_account()
+        account = await _server_account()
+        server_uid = account.uid if account is not None else os.geteuid()
         bin_dir = find_pg_bin()
         if account is not None:
             bin_dir = _readable_install(bin_dir, account)
@@ -640,14 +991,14 @@ class EmbeddedPostgres:
         files = _Files.of(self.data_dir)
         async with _start_lock(self.data_dir, deadline):
             if detached:
-                files.pinned.touch(0o600)
-            url = await self._running(files, deadline)
+                _touch(files.pinned)
+            self._claim_folder(files, account)
+            url = await self._running(files, server_uid, deadline)
             if url is None:
                 if not detached:
                     # A pin outlives its keeper only after a crash; it pinned that server alone.
                     files.pinned.unlink(missing_ok=True)
-                self._prepare_folder(account)
-                if not (self.data_dir / "PG_VERSION").exists():
+                if not _lexists(self.data_dir / "PG_VERSION"):
                     await self._initdb(bin_dir, account, deadline)
                 url = await self._start_keeper(files, bin_dir, account, linger, deadline)
             if not detached:
@@ -668,7 +1019,7 @@ class EmbeddedPostgres:
         loop = asyncio.get_running_loop()
         files = _Files.of(self.data_dir)
         async with _start_lock(self.data_dir, loop.time() + START_TIMEOUT):
-            if files.pinned.exists() or not _unused(files):
+            if _lexists(files.pinned) or not _unused(files):
                 return
             keeper = _keeper_of(files)
             if keeper is None:
@@ -702,13 +1053,13 @@ class EmbeddedPostgres:
             )
             os.close(self._users_fd)
 
-    async def _running(self, files: _Files, deadline: float) -> str | None:
+    async def _running(self, files: _Files, server_uid: int, deadline: float) -> str | None:
         """The URL of a server already running on the folder, waiting out its start or stop;
         None when none runs. Call under the start lock."""
         loop = asyncio.get_running_loop()
         while True:
             held, _, last_server = _keeper_file(files)
-            info = _read_pidfile(self.data_dir)
+            info = _read_pidfile(self.data_dir, server_uid)
             if info is None and not held:
                 return None
             # A server with a live keeper is ours; one without is either the server of a keeper
@@ -723,31 +1074,82 @@ class EmbeddedPostgres:
                 raise EmbeddedPostgresError(
                     f"{what} runs on {self.data_dir} but does not accept connections; stop it "
                     f"('aiodurable postgres stop --data-dir {self.data_dir}'). Log:\n"
-                    + _tail(self.data_dir / _LOG_NAME)
+                    + _tail(files.log)
                 )
             await asyncio.sleep(0.01)
 
-    def _prepare_folder(self, account: _Account | None) -> None:
-        if not self.data_dir.exists():
-            _makedirs(self.data_dir, 0o700)
-        if account is None:
-            return
-        if not _can_reach(self.data_dir, account):
+    def _claim_folder(self, files: _Files, account: _Account | None) -> None:
+        """Make sure the data folder exists and belongs to the account that runs the server;
+        refuse one that belongs to another account. As root, only a folder root made and left
+        empty (the one just created, say), or a data folder an older aiodurable gave to
+        'nobody', is handed over to the server's account; nothing else is ever changed. Call
+        under the start lock."""
+        folder = self.data_dir
+        if not os.path.lexists(folder):
+            _makedirs(folder, 0o700)
+        if account is not None and not _can_reach(folder, account):
             raise EmbeddedPostgresError(
                 f"the account {account.name!r} that runs PostgreSQL (root cannot) cannot reach "
-                f"{self.data_dir}: a folder above it is not searchable by others; choose a data "
+                f"{folder}: a folder above it is not searchable by others; choose a data "
                 f"folder elsewhere (the default is {_ROOT_BASE / 'postgres'}, or set "
                 "AIODURABLE_PG_DATA)"
             )
-        st = self.data_dir.stat()
-        if st.st_uid != account.uid:
-            # Only the data folder itself is handed over (and made private), never its parents.
-            os.chown(self.data_dir, account.uid, account.gid)
-            os.chmod(self.data_dir, 0o700)
+        try:
+            _check_folder(folder, account.uid if account is not None else os.geteuid())
+        except EmbeddedPostgresError:
+            if account is None or not self._take_over(files, account):
+                raise
+
+    def _take_over(self, files: _Files, account: _Account) -> bool:
+        """As root, hand the data folder to the server's account if root made it and it is
+        empty, or an older aiodurable gave it to 'nobody'; whether it did."""
+        try:
+            fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False  # A link, or not a folder: refused.
+        try:
+            st = os.fstat(fd)  # The folder itself, as opened.
+            if st.st_uid == os.geteuid() and not os.listdir(fd):
+                os.fchown(fd, account.uid, account.gid)
+                os.fchmod(fd, 0o700)
+                return True
+            if _is_legacy(self.data_dir, st):
+                self._check_no_legacy_server(files)
+                _hand_over(fd, st.st_uid, account)
+                return True
+            return False
+        finally:
+            os.close(fd)
+
+    def _check_no_legacy_server(self, files: _Files) -> None:
+        """Raise if a server of an older version still runs on the folder."""
+        pid: int | None = _keeper_of(files)
+        if pid is None:
+            with contextlib.suppress(OSError, ValueError, IndexError, EmbeddedPostgresError):
+                fd = _open_checked(
+                    self.data_dir / "postmaster.pid",
+                    os.O_RDONLY,
+                    owner=os.stat(self.data_dir).st_uid,
+                )
+                try:
+                    text = os.read(fd, 64).decode(errors="replace")
+                finally:
+                    os.close(fd)
+                candidate = int(text.split()[0])
+                pid = candidate if candidate > 0 and _pid_alive(candidate) else None
+        if pid is not None:
+            raise EmbeddedPostgresError(
+                f"the data folder {self.data_dir} belongs to 'nobody' (an older aiodurable ran its "
+                f"server so) and a server still runs on it (pid {pid}); stop it ('aiodurable "
+                f"postgres stop --data-dir {self.data_dir}', or 'kill -INT {pid}'), then start "
+                f"again to hand the folder to {_account_name()!r}"
+            )
 
     async def _initdb(self, bin_dir: Path, account: _Account | None, deadline: float) -> None:
         argv = [str(bin_dir / "initdb"), "-D", str(self.data_dir)]
-        argv += ["--locale=C", "-E", "UTF8", "--auth=trust", "-U", "postgres", "--no-instructions"]
+        # Never trust: the rules passed at each start (_write_auth) replace these anyway.
+        argv += ["--locale=C", "-E", "UTF8", "-U", "postgres", "--no-instructions"]
+        argv += ["--auth-local=peer", "--auth-host=scram-sha-256"]
         # initdb wants an empty folder, so its output goes to an unnamed file rather than the log.
         with tempfile.TemporaryFile() as out:
             proc = _spawn(
@@ -788,32 +1190,41 @@ class EmbeddedPostgres:
         argv += ["-p", str(self.port), "-c", f"listen_addresses={self.tcp_host or ''}"]
         for name, value in self.settings.items():
             argv += ["-c", f"{name}={value}"]
+        # Last, so that they hold whatever the settings say (the command line also overrides
+        # ALTER SYSTEM): the rules aiodurable writes, not those in the data folder.
+        _write_auth(self.data_dir, files, account)
+        argv += ["-c", f"hba_file={files.hba}", "-c", f"ident_file={files.ident}"]
         # -I -S: the keeper needs only the standard library; nothing of the environment.
         keeper = [sys.executable, "-I", "-S", str(_KEEPER_SCRIPT), "--data", str(self.data_dir)]
         keeper += ["--linger", repr(linger)]
         if account is not None:
             keeper += ["--user", str(account.uid), "--group", str(account.gid)]
-        log_path = self.data_dir / _LOG_NAME
+        log_path = files.log
         with contextlib.suppress(FileNotFoundError):
-            if log_path.stat().st_size > _LOG_MAX_BYTES:
+            st = os.lstat(log_path)
+            if stat.S_ISREG(st.st_mode) and st.st_size > _LOG_MAX_BYTES:
                 log_path.unlink()
+        # Next to the data folder, where the server's account cannot put a link for this
+        # process (root, maybe) to write through; opened without following one anyway.
+        log = _open_checked(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, owner=os.geteuid())
+        os.set_blocking(log, True)
         # The keeper inherits the write end of this pipe and never writes to it: end of file on
         # the read end means the keeper has exited.
         alive, alive_w = os.pipe()
         try:
-            with log_path.open("ab") as log:
-                try:
-                    proc = _spawn(
-                        [*keeper, "--", *argv],
-                        account=None,
-                        home=self.data_dir,
-                        stdout=log.fileno(),
-                        preexec=_daemon_hook,
-                        new_session=True,
-                        pass_fds=(alive_w,),
-                    )
-                finally:
-                    os.close(alive_w)
+            try:
+                proc = _spawn(
+                    [*keeper, "--", *argv],
+                    account=None,
+                    home=self.data_dir,
+                    stdout=log,
+                    preexec=_daemon_hook,
+                    new_session=True,
+                    pass_fds=(alive_w,),
+                )
+            finally:
+                os.close(alive_w)
+                os.close(log)
             await _wait_child(proc)  # The intermediate child of the double fork.
             os.set_blocking(alive, False)
             url = _url(self.data_dir, self.port)
@@ -831,14 +1242,48 @@ class EmbeddedPostgres:
                             f"{self.data_dir}; see its log ({log_path}):\n{_tail(log_path)}"
                         )
                     await asyncio.sleep(0.005)
+                # Checked like any server found running (a socket outside the folder, say).
+                info = _read_pidfile(self.data_dir, account.uid if account else os.geteuid())
             except BaseException:
                 await _end_keeper(files, alive)
                 raise
         finally:
             os.close(alive)
-        info = _read_pidfile(self.data_dir)
         self._pid = info.pid if info is not None else None
         return url
+
+
+def _write_auth(data_dir: Path, files: _Files, account: _Account | None) -> None:
+    """Write the authentication rules the server is started with: over the socket, only the
+    account starting it (the user, or root) may connect, as any role, the kernel vouching
+    for who connects (peer); over TCP, a password is required, and none is set."""
+    try:
+        owner = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        raise EmbeddedPostgresError(
+            f"this process's uid {os.geteuid()} has no account name, which PostgreSQL needs to "
+            "know who connects; run as an account listed in /etc/passwd"
+        ) from None
+    if not _SAFE_NAME.fullmatch(owner):
+        raise EmbeddedPostgresError(
+            f"the account name {owner!r} has characters that PostgreSQL's rules cannot hold; "
+            "run as an account with a plain name"
+        )
+    header = f"# Written by aiodurable at each start of the server on {data_dir}; edits are lost.\n"
+    hba = header + f"local all all peer map={_AUTH_MAP}\nhost all all all scram-sha-256\n"
+    # 'all' (PostgreSQL 16 and later) lets the owner connect as any role it creates.
+    ident = header + f"{_AUTH_MAP} {owner} postgres\n{_AUTH_MAP} {owner} all\n"
+    for path, text in ((files.hba, hba), (files.ident, ident)):
+        data = text.encode()
+        fd = _open_checked(path, os.O_RDWR | os.O_CREAT, owner=os.geteuid())
+        try:
+            # Readable by the server's account; nothing in it is secret.
+            os.fchmod(fd, 0o644 if account is not None else 0o600)
+            if os.pread(fd, len(data) + 1, 0) != data:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, data, 0)
+        finally:
+            os.close(fd)
 
 
 async def _end_keeper(files: _Files, alive: int) -> None:

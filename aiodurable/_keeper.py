@@ -23,6 +23,10 @@ the kernel when their holder dies, however it dies):
 - ``<data>.pinned``: while it exists, the server stays up with no users (``aiodurable postgres
   start``); ``aiodurable postgres stop`` removes it.
 
+These files belong to the account that starts servers (root, or the user), not to the server's;
+every one is opened without following a symbolic link and must be a plain file of that account
+with a single name, so nobody else can plant one to redirect a write or hold a lock.
+
 The protocol keeps one invariant: while a program holds the start lock and the keeper file is
 locked, the server will not be stopped by the keeper (it stops only while holding the start lock
 itself). So a program that takes the start lock, finds the server up and takes its shared lock
@@ -41,6 +45,7 @@ import fcntl
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -92,8 +97,23 @@ def _say(message: str) -> None:
     print(f"{now} UTC [{os.getpid()}] aiodurable keeper: {message}", flush=True)
 
 
+class _Refused(Exception):
+    """A coordination file that is not a plain file of this account with a single name."""
+
+
 def _open(path: str) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """Open (creating it) a coordination file, never through a symbolic link nor a FIFO, and
+    refuse one another account could have planted."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise _Refused(f"cannot open {path} ({exc.strerror}); remove it") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+        os.close(fd)
+        raise _Refused(f"{path} is not a plain file of uid {os.geteuid()} with a single name")
+    return fd
 
 
 def _try_lock(fd: int, operation: int) -> bool:
@@ -154,7 +174,7 @@ class _Keeper:
                 timeout = min(POLL, idle_since + self.linger - time.monotonic())
             if self._wait(server, timeout):
                 return self._end(server)
-            if os.path.exists(self.pinned) or not _unused(self.users_fd):
+            if os.path.lexists(self.pinned) or not _unused(self.users_fd):
                 idle_since = None
                 continue
             now = time.monotonic()
@@ -167,7 +187,7 @@ class _Keeper:
             while not _try_lock(self.start_fd, fcntl.LOCK_EX):
                 if self._wait(server, 0.02):
                     return self._end(server)
-            if not os.path.exists(self.pinned) and _unused(self.users_fd):
+            if not os.path.lexists(self.pinned) and _unused(self.users_fd):
                 _say(f"no program has used the server for {self.linger:g} s: stopping it")
                 return self._end(server)  # The start lock goes when the keeper exits.
             fcntl.flock(self.start_fd, fcntl.LOCK_UN)
@@ -233,6 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the keeper; its exit status."""
     args = _parse(argv)
     keeper_path = lock_paths(args.data)[2]
+    try:
+        return _serve(args, keeper_path)
+    except _Refused as exc:
+        _say(f"{exc}; the keeper ends")
+        return 3
+
+
+def _serve(args: argparse.Namespace, keeper_path: str) -> int:
     keeper_fd = _take_keeper_lock(keeper_path)
     if keeper_fd is None:
         _say(f"another keeper holds {keeper_path}; this one ends")

@@ -78,23 +78,23 @@ _CONNECT_REFUSALS: tuple[type[BaseException], ...] = (
 Conn = asyncpg.Connection | PoolConnectionProxy
 """A connection, or a pooled connection's proxy: the store's statements run on either."""
 
-FENCE_SQLSTATE = "AD001"
-"""The error the journal's fence raises (migration 0004): the workflow has another owner."""
-
-# A final status is written only by the workflow's owner (no-op without an owner setting).
-_OWNED_HERE = (
-    "executor_id = coalesce(nullif(current_setting('aiodurable.owner', true), ''), executor_id)"
-)
-
-
-def _fenced(exc: BaseException) -> bool:
-    return isinstance(exc, asyncpg.PostgresError) and exc.sqlstate == FENCE_SQLSTATE
+# Fencing: a runtime's connections carry its executor ID in the session setting aiodurable.owner
+# (see Store.set_owner); a journal entry or final status is written only for a workflow that
+# executor still owns, in the same statement as the write. Without the setting (tools, the
+# command line, a separate application database) nothing is fenced.
+_OWNER = "coalesce(nullif(current_setting('aiodurable.owner', true), ''), {col})"
+_OWNED_HERE = f"executor_id = {_OWNER.format(col='executor_id')}"
 
 
-def ownership_lost(exc: asyncpg.PostgresError) -> OwnershipLost:
-    """The :class:`OwnershipLost` for a write the fence refused."""
-    detail = getattr(exc, "detail", None)
-    return OwnershipLost(detail if isinstance(detail, str) else "?", str(exc))
+def _owned(schema: str, workflow_id: str) -> str:
+    """SQL: whether this connection's executor owns the workflow ``workflow_id`` (an SQL
+    expression) now; always true on a connection without an owner (a separate application
+    database has no workflow rows to check)."""
+    # A correlated scalar subquery: one index probe per row, never a join over the table.
+    return (
+        "coalesce(current_setting('aiodurable.owner', true), '') IN ('', (SELECT f.executor_id"
+        f" FROM {schema}.workflows f WHERE f.workflow_id = {workflow_id}))"
+    )
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -356,10 +356,18 @@ class Store:
         self._sql_journals = (
             f"SELECT workflow_id, {_STEP_COLUMNS} FROM {s}.steps WHERE workflow_id = ANY($1)"
         )
+        # A journal entry, fenced: written only while this executor owns the workflow.
+        step_insert = (
+            f"INSERT INTO {s}.steps (workflow_id, {_STEP_COLUMNS}) SELECT $1::text, $2::integer,"
+            " $3::text, $4::text, $5::bytea, $6::bytea, $7::text, $8::bigint, $9::bigint"
+            f" WHERE {_owned(s, '$1')}"
+        )
+        self._sql_owned = f"SELECT {_owned(s, '$1')}"
+        self._sql_owned_many = (
+            f"SELECT workflow_id FROM {s}.workflows WHERE workflow_id = ANY($1) AND {_OWNED_HERE}"
+        )
         self._sql_record_step = (
-            f"INSERT INTO {s}.steps (workflow_id, {_STEP_COLUMNS})"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            " ON CONFLICT (workflow_id, function_id) DO NOTHING RETURNING true"
+            f"{step_insert} ON CONFLICT (workflow_id, function_id) DO NOTHING RETURNING true"
         )
         self._sql_get_step = (
             f"SELECT {_STEP_COLUMNS} FROM {s}.steps WHERE workflow_id = $1 AND function_id = $2"
@@ -376,8 +384,9 @@ class Store:
         self._sql_record_steps = (
             f"INSERT INTO {s}.steps (workflow_id, {_STEP_COLUMNS}) SELECT * FROM unnest($1::text[],"
             " $2::integer[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::text[],"
-            " $8::bigint[], $9::bigint[]) ON CONFLICT (workflow_id, function_id) DO NOTHING"
-            " RETURNING workflow_id, function_id"
+            f" $8::bigint[], $9::bigint[]) AS d(workflow_id, {_STEP_COLUMNS})"
+            f" WHERE {_owned(s, 'd.workflow_id')}"
+            " ON CONFLICT (workflow_id, function_id) DO NOTHING RETURNING workflow_id, function_id"
         )
         self._sql_get_steps = (
             f"SELECT workflow_id, {_STEP_COLUMNS} FROM {s}.steps WHERE (workflow_id, function_id)"
@@ -425,7 +434,7 @@ class Store:
             f" SELECT workflow_id, {notify_queue} FROM ins"
         )
         self._enqueue_batch: Batcher[NewWorkflow, bool] = Batcher(self._enqueue_many)
-        self._steps_batch: Batcher[tuple[str, StepRow], StepRow | None] = Batcher(
+        self._steps_batch: Batcher[tuple[str, StepRow], StepRow | OwnershipLost | None] = Batcher(
             self._record_steps
         )
         self._finish_batch: Batcher[_Finish, bool] = Batcher(self._finish_many)
@@ -446,10 +455,6 @@ class Store:
         notify_msg = (
             f"pg_notify('{self.channel}', json_build_array('m', destination_id, topic)::text)"
         )
-        step_insert = (
-            f"INSERT INTO {s}.steps (workflow_id, {_STEP_COLUMNS})"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        )
         self._sql_send_from_workflow = (
             f"WITH step AS ({step_insert} RETURNING workflow_id),"
             f" msg AS (INSERT INTO {s}.messages (destination_id, topic, format, value, created_at)"
@@ -469,10 +474,11 @@ class Store:
         self._sql_consume = (
             f"WITH m AS (DELETE FROM {s}.messages WHERE message_id = (SELECT message_id FROM"
             f" {s}.messages WHERE destination_id = $1 AND topic = $2 ORDER BY message_id LIMIT 1"
-            " FOR UPDATE SKIP LOCKED) RETURNING format, value),"
+            f" FOR UPDATE SKIP LOCKED) AND {_owned(s, '$1')} RETURNING format, value),"
             f" step AS (INSERT INTO {s}.steps (workflow_id, {_STEP_COLUMNS})"
             " SELECT $1, $3, $4, m.format, m.value, NULL, NULL, $5, $5 FROM m RETURNING 1)"
-            " SELECT m.format, m.value, (SELECT count(*) FROM step) AS written FROM m"
+            f" SELECT {_owned(s, '$1')} AS owned, m.format, m.value,"
+            " (SELECT count(*) FROM step) AS written FROM (SELECT 1) AS one LEFT JOIN m ON true"
         )
         self._sql_wait_deadline = (
             f"INSERT INTO {s}.waits VALUES ($1, $2, $3) ON CONFLICT (workflow_id, function_id)"
@@ -600,16 +606,12 @@ class Store:
                 logger.log(level, "database connection failed (%s); retrying in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff)
-            except asyncpg.PostgresError as exc:  # (after TRANSIENT, which holds some of these)
-                if _fenced(exc):
-                    raise self._lost(exc) from None
-                raise
 
-    def _lost(self, exc: asyncpg.PostgresError) -> OwnershipLost:
-        lost = ownership_lost(exc)
+    def _lost(self, workflow_id: str) -> OwnershipLost:
+        """The fence refused a write for ``workflow_id``: say so, and the error to raise."""
         if self.on_fenced is not None:
-            self.on_fenced(lost.workflow_id)
-        return lost
+            self.on_fenced(workflow_id)
+        return OwnershipLost(workflow_id, f"its journal refused a write by executor {self.owner!r}")
 
     async def set_owner(self, executor_id: str) -> None:
         """Make every later connection write journal entries and final statuses as
@@ -743,15 +745,12 @@ class Store:
     async def record_step_on(self, conn: Conn, workflow_id: str, step: StepRow) -> StepRow | None:
         """:meth:`record_step` on a given connection, inside the caller's transaction;
         :class:`OwnershipLost` when another executor owns the workflow now."""
-        try:
-            args = self._step_args(workflow_id, step)
-            written = await conn.fetchval(self._sql_record_step, *args)
-        except asyncpg.PostgresError as exc:
-            if _fenced(exc):
-                raise self._lost(exc) from None
-            raise
+        written = await conn.fetchval(self._sql_record_step, *self._step_args(workflow_id, step))
         if written:
             return None
+        # Not written: the entry exists already, or the fence refused it.
+        if not await conn.fetchval(self._sql_owned, workflow_id):
+            raise self._lost(workflow_id)
         existing = await conn.fetchrow(self._sql_get_step, workflow_id, step.function_id)
         return None if existing is None else _step(existing)
 
@@ -763,10 +762,16 @@ class Store:
     async def record_step(self, workflow_id: str, step: StepRow) -> StepRow | None:
         """Write a journal entry: one round trip, shared with the entries written at the same
         moment (group commit). If the function ID already has one (another executor got there
-        first), return that entry instead; None when ours was written."""
-        return await self._steps_batch.submit((workflow_id, step))
+        first), return that entry instead; None when ours was written; :class:`OwnershipLost`
+        when another executor owns the workflow now."""
+        outcome = await self._steps_batch.submit((workflow_id, step))
+        if isinstance(outcome, OwnershipLost):
+            raise outcome
+        return outcome
 
-    async def _record_steps(self, batch: Sequence[tuple[str, StepRow]]) -> list[StepRow | None]:
+    async def _record_steps(
+        self, batch: Sequence[tuple[str, StepRow]]
+    ) -> list[StepRow | OwnershipLost | None]:
         if len(batch) == 1:
             wid, step = batch[0]
             return [await self._run(lambda c: self.record_step_on(c, wid, step))]
@@ -774,19 +779,25 @@ class Store:
             list(column) for column in zip(*(self._step_args(w, s) for w, s in batch), strict=True)
         ]
 
-        async def op(c: Conn) -> list[StepRow | None]:
+        async def op(c: Conn) -> list[StepRow | OwnershipLost | None]:
             written = {
                 (r["workflow_id"], r["function_id"])
                 for r in await c.fetch(self._sql_record_steps, *columns)
             }
             missed = [(w, s.function_id) for w, s in batch if (w, s.function_id) not in written]
             existing: dict[tuple[str, int], StepRow] = {}
+            lost: set[str] = set()
             if missed:
+                ids = list({w for w, _ in missed})
+                owned = {r["workflow_id"] for r in await c.fetch(self._sql_owned_many, ids)}
+                lost = set(ids) - owned
                 rows = await c.fetch(
                     self._sql_get_steps, [w for w, _ in missed], [f for _, f in missed]
                 )
                 existing = {(r["workflow_id"], r["function_id"]): _step(r) for r in rows}
-            return [existing.get((w, s.function_id)) for w, s in batch]
+            return [
+                self._lost(w) if w in lost else existing.get((w, s.function_id)) for w, s in batch
+            ]
 
         return await self._run(op)
 
@@ -838,7 +849,11 @@ class Store:
                 key = idempotency_key or f"{AUTO_KEY_PREFIX}{uuid.uuid4()}"
                 sql = self._sql_send_once
                 args = (destination_id, topic, fmt, value, ms(now), key)
-            return bool(await c.fetch(sql, *args))
+            if await c.fetch(sql, *args):
+                return True
+            if checkpoint is not None and not await c.fetchval(self._sql_owned, checkpoint[0]):
+                raise self._lost(checkpoint[0])  # the fence refused the sender's entry
+            return False
 
         try:
             return await self._run(op)
@@ -865,9 +880,12 @@ class Store:
                     self._sql_consume, workflow_id, topic, function_id, name, ms(now)
                 )
             except asyncpg.UniqueViolationError:
-                row = None
+                pass
             else:
-                if row is not None:
+                assert row is not None  # (one row always: whether owned, and the message)
+                if not row["owned"]:
+                    raise self._lost(workflow_id)
+                if row["format"] is not None:
                     return StepRow(
                         function_id, name, row["format"], row["value"], None, None, now, now
                     )
@@ -892,8 +910,16 @@ class Store:
     ) -> bool:
         """Publish an event value with its journal entry and notify; False if already journaled."""
         args = (*self._step_args(workflow_id, step), key, value)
+
+        async def op(c: Conn) -> bool:
+            if await c.fetch(self._sql_set_event, *args):
+                return True
+            if not await c.fetchval(self._sql_owned, workflow_id):
+                raise self._lost(workflow_id)  # the fence refused the entry
+            return False
+
         try:
-            return bool(await self._run(lambda c: c.fetch(self._sql_set_event, *args)))
+            return await self._run(op)
         except asyncpg.UniqueViolationError:
             return False
 

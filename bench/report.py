@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import operator
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -174,16 +175,21 @@ BEFORE = "before"
 
 def comparison(results: Sequence[Mapping[str, Any]]) -> str:
     """Before and after a change, side by side: each figure, and each as a ratio to the direct
-    baseline measured in the same run (what to compare across noisy machines)."""
+    baseline measured in the same round (what to compare on a noisy machine); with several
+    rounds (``--repeat``), the median of each over the rounds."""
+    rounds = sorted({int(r.get("round", 0)) for r in results})
     header = ["", "metric", "unit", "before", "after", "before/direct", "after/direct", "change"]
     lines = [header]
     for row in ROWS:
-        values = values_of(results, row)
-        before, after = values.get(BEFORE), values.get("aiodurable")
-        if before is None or after is None:
+        per_round = [values_of([r for r in results if r.get("round", 0) == n], row) for n in rounds]
+        pairs = [v for v in per_round if BEFORE in v and "aiodurable" in v and "direct" in v]
+        if not pairs:
             continue
-        b_ratio, a_ratio = _ratio(values, BEFORE, "direct"), _ratio(values, "aiodurable", "direct")
-        change = None if not b_ratio or a_ratio is None else (a_ratio / b_ratio - 1) * 100
+        before = statistics.median(v[BEFORE] for v in pairs)
+        after = statistics.median(v["aiodurable"] for v in pairs)
+        b_ratio = statistics.median(v[BEFORE] / v["direct"] for v in pairs if v["direct"])
+        a_ratio = statistics.median(v["aiodurable"] / v["direct"] for v in pairs if v["direct"])
+        change = (a_ratio / b_ratio - 1) * 100 if b_ratio else None
         lines.append(
             [
                 row.workload,

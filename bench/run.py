@@ -104,6 +104,7 @@ async def run_child(
     for line in reversed(text.splitlines()):
         if line.startswith(RESULT_PREFIX) and proc.returncode == 0:
             result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+            result["system"] = system  # (the baseline's runner names itself aiodurable)
             return result
     tail = "\n".join(text.splitlines()[-15:])
     return {
@@ -129,25 +130,26 @@ async def bench(
         admin = await asyncpg.connect(url)
         stack.push_async_callback(admin.close)
         settings = {name: await admin.fetchval(f"SHOW {name}") for name in SETTINGS}
-        for workload in workloads:
-            for system in systems:
-                database = f"bench_{system}_{workload}_{secrets.token_hex(4)}".lower()
-                await admin.execute(f"CREATE DATABASE {database}")
-                started = time.perf_counter()
-                try:
-                    result = await run_child(
-                        system, workload, database_url(url, database), scale, args.loop, timeout
-                    )
-                finally:
-                    await admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
-                result["wall_s"] = time.perf_counter() - started
-                results.append(result)
-                status = result.get("error") or result.get("skipped") or "ok"
-                print(
-                    f"  {workload} {system:<10} {result['wall_s']:6.1f} s  {status}",
-                    file=sys.stderr,
-                    flush=True,
+        runs = [(r, w, s) for r in range(args.repeat) for w in workloads for s in systems]
+        for round_, workload, system in runs:
+            database = f"bench_{system}_{workload}_{secrets.token_hex(4)}".lower()
+            await admin.execute(f"CREATE DATABASE {database}")
+            started = time.perf_counter()
+            try:
+                result = await run_child(
+                    system, workload, database_url(url, database), scale, args.loop, timeout
                 )
+            finally:
+                await admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
+            result["wall_s"] = time.perf_counter() - started
+            result["round"] = round_
+            results.append(result)
+            status = result.get("error") or result.get("skipped") or "ok"
+            print(
+                f"  {workload} {system:<10} {result['wall_s']:6.1f} s  {status}",
+                file=sys.stderr,
+                flush=True,
+            )
     return {"settings": settings, "results": results, "scale": scale}
 
 
@@ -188,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REF",
         help="also run aiodurable as of this git commit, as the system 'before', and print"
         " the two side by side (ratios to the direct baseline of the same run)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run everything N times, interleaved; the before/after comparison takes medians",
     )
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results here")
     parser.add_argument("--png", default=None, metavar="PATH", help="write a chart here")

@@ -176,7 +176,7 @@ def test_sigkill_of_the_app_stops_the_server(base: Path) -> None:
         child.wait()
         if child.stdout is not None:
             child.stdout.close()
-    log = (data / "aiodurable-server.log").read_text()
+    log = (base / "data.log").read_text()
     assert "received fast shutdown request" in log
     assert running_url(data) is None
 
@@ -216,7 +216,7 @@ async def test_as_root_an_unreachable_data_folder_is_refused(base: Path) -> None
 def test_parent_death_signal_survives_the_user_switch() -> None:
     """CPython switches user before preexec_fn, so the parent-death signal set there is kept;
     setting it before a user switch would be lost, as the kernel clears it on setuid."""
-    account = _embedded._server_account()
+    account = asyncio.run(_embedded._server_account())
     assert account is not None
     python = next(
         (
@@ -310,7 +310,7 @@ async def test_embedded_server_is_shared_within_a_process(base: Path) -> None:
         assert await fetch(first, "select 1") == 1
     assert await _embedded._wait_exit(pid, 10)
     assert running_url(data) is None
-    log = (data / "aiodurable-server.log").read_text()
+    log = (base / "data.log").read_text()
     assert f"no program has used the server for {LINGER:g} s: stopping it" in log
 
 

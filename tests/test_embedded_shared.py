@@ -57,6 +57,10 @@ class Folder:
         self.children.append(child)
         return child
 
+    def log(self) -> str:
+        """The server's log, next to the data folder."""
+        return Path(f"{self.data}.log").read_text()
+
     def server_pid(self) -> int:
         """The postmaster's process ID, from its pid file."""
         return int((self.data / "postmaster.pid").read_text().split()[0])
@@ -106,8 +110,9 @@ def reachable_folder() -> Path:
 
 @pytest.fixture
 async def folder() -> AsyncIterator[Folder]:
-    """A fresh data folder that every account can reach (the server runs as 'nobody' when the
-    tests run as root); its programs, keeper and server are ended afterwards."""
+    """A fresh data folder that every account can reach (the server runs as the dedicated
+    account 'aiodurable' when the tests run as root); its programs, keeper and server are ended
+    afterwards."""
     base = reachable_folder()
     shared = Folder(base)
     try:
@@ -234,7 +239,7 @@ async def test_the_keeper_keeps_nothing_of_the_program_that_started_it(folder: F
     assert os.getsid(keeper) not in {os.getsid(0), os.getsid(a.proc.pid)}
     assert controlling_terminal(keeper) == 0
     fds = [os.readlink(f"/proc/{keeper}/fd/{fd}") for fd in (0, 1, 2)]
-    assert fds == ["/dev/null", *2 * [str(folder.data / "aiodurable-server.log")]]
+    assert fds == ["/dev/null", *2 * [f"{folder.data}.log"]]
     await end(a, "exit")
 
 
@@ -252,6 +257,6 @@ async def test_killing_the_keeper_stops_the_server_and_the_next_program_restarts
     b.proc.send_signal(signal.SIGUSR2)
     await b.expect("READY", timeout=UP_WITHIN)
     assert await _wait_exit(server, UP_WITHIN)
-    assert "received fast shutdown request" in (folder.data / "aiodurable-server.log").read_text()
+    assert "received fast shutdown request" in folder.log()
     assert folder.server_pid() != server
     await run_workflow(b, 1)
