@@ -250,6 +250,10 @@ class Runtime:
                 f"executor_lease ({executor_lease} s) must be longer than heartbeat_interval"
                 f" ({heartbeat_interval} s), or live executors would look gone"
             )
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"Runtime(pool_size=) must be an int of at least 1, not {pool_size!r}")
+        if command_timeout is not None:
+            _positive("command_timeout", command_timeout)
         if isinstance(max_value_size, bool) or not isinstance(max_value_size, int):
             raise ValueError(f"max_value_size must be an int of bytes, not {max_value_size!r}")
         _positive("max_value_size", max_value_size)

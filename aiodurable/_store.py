@@ -40,7 +40,7 @@ logger = logging.getLogger("aiodurable")
 
 T = TypeVar("T")
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,47}")  # (used with fullmatch: no trailing newline)
 # A lock key all aiodurable processes agree on, so migrations run one at a time.
 _MIGRATION_LOCK = 0x61696F64  # "aiod"
 
@@ -512,7 +512,7 @@ class Store:
         command_timeout: float | None = 30.0,
     ) -> Store:
         """Connect a pool to ``url``; raise :class:`DatabaseUnavailable` within the timeout."""
-        if not _IDENTIFIER.match(schema):
+        if not isinstance(schema, str) or not _IDENTIFIER.fullmatch(schema):
             raise ValueError(
                 f"schema {schema!r} is not a plain lower-case SQL identifier;"
                 " use letters, digits and underscores, starting with a letter"
@@ -559,6 +559,14 @@ class Store:
         latest = known[-1][0]
         s = self.schema
         async with self.pool.acquire() as conn, conn.transaction():
+            reserved = await conn.fetchval(
+                "SELECT catcode IN ('R', 'T') FROM pg_get_keywords() WHERE word = $1", s
+            )
+            if reserved:
+                raise ValueError(
+                    f"schema {s!r} is a reserved word in PostgreSQL's SQL, which cannot name a"
+                    " schema unquoted; choose another name (the default is 'aiodurable')"
+                )
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
             await conn.execute(

@@ -444,3 +444,27 @@ async def test_the_longest_keys_fit_a_notification(runtime: RuntimeFactory) -> N
             await rt.send(long, "again", "\x01" * 1000)
         with pytest.raises(ValueError, match="ID may take at most 3,900 bytes written as JSON"):
             await rt.send("\x01" * 1000, "again", "t")
+
+
+def test_runtime_settings_are_checked_when_made() -> None:
+    """L2: a pool of no connections or a negative statement timeout is refused by the
+    constructor, naming the setting, not later by the driver at open."""
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="pool_size"):
+            Runtime("postgresql://unused", pool_size=bad)  # type: ignore[arg-type]
+    for bad_timeout in (-1.0, 0.0, float("nan")):
+        with pytest.raises(ValueError, match="command_timeout"):
+            Runtime("postgresql://unused", command_timeout=bad_timeout)
+
+
+async def test_schema_names_are_plain_identifiers(database_url: str) -> None:
+    """L5: a trailing newline or a reserved word as the schema is refused with a clear error
+    (it was accepted, or failed with a raw syntax error)."""
+    for name in ("secschema\n", "Caps", "a-b"):
+        with pytest.raises(ValueError, match="plain lower-case SQL identifier"):
+            async with Runtime(database_url, schema=name):
+                pass
+    for word in ("select", "table", "user"):
+        with pytest.raises(ValueError, match="reserved word"):
+            async with Runtime(database_url, schema=word):
+                pass
