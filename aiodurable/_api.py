@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
+from ._current import current_runtime
 from ._handle import WorkflowHandle
 from ._manage import StatusFilter, TimeFilter
 from ._models import StepInfo, WorkflowInfo
-from ._runtime import current_runtime
 
 __all__ = [
     "cancel_workflow",

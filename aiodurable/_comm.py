@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._context import WorkflowContext, current_workflow, in_step, require_workflow
+from ._current import current_runtime
 from ._serde import decode
 from ._store import AUTO_KEY_PREFIX, StepRow
 from ._validate import check_id, check_timeout
@@ -91,8 +92,6 @@ def send(
     ``idempotency_key`` makes repeated sends with that key deliver once. Raises
     :class:`WorkflowNotFound` for an unknown destination.
     """
-    from ._runtime import current_runtime  # (import here: the runtime imports this module)
-
     return send_on(
         current_runtime(), destination_id, message, topic, idempotency_key=idempotency_key
     )
@@ -209,8 +208,6 @@ def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Coroutine[An
     """Wait until workflow ``workflow_id`` has published ``key``; return its latest value, or
     ``None`` after ``timeout`` seconds (``float("inf")``: never). In a workflow it is a
     checkpoint: replay sees the value read the first time."""
-    from ._runtime import current_runtime  # (import here: the runtime imports this module)
-
     return get_event_on(current_runtime(), workflow_id, key, timeout)
 
 

@@ -21,6 +21,7 @@ from ._context import (
     take_assigned_id,
     workflow_timeout,
 )
+from ._current import current_runtime
 from ._exceptions import DuplicateWorkflowError
 from ._handle import WorkflowHandle
 from ._serde import return_hint
@@ -193,8 +194,6 @@ class EnqueueOptions:
         self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
     ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
         """Record ``fn(*args, **kwargs)`` as ENQUEUED with these options; return its handle."""
-        from ._runtime import current_runtime  # (import here: the runtime imports this module)
-
         wdef = definition_of(fn)
         rt = current_runtime()
         assigned = self.workflow_id or take_assigned_id()

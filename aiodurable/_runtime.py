@@ -14,9 +14,7 @@ import sys
 import time
 import uuid
 import warnings
-import weakref
 from collections.abc import Callable, Coroutine, Iterable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -35,6 +33,7 @@ from ._context import (
     take_assigned_id,
     workflow_timeout,
 )
+from ._current import _current, _open_runtimes, call_workflow, current_runtime
 from ._exceptions import (
     DatabaseUnavailable,
     DuplicateWorkflowError,
@@ -100,35 +99,6 @@ class _Running:
     deadline_task: asyncio.Task[Any] | None = None
 
 
-# Runtimes open in this process. Each adds itself when it opens and removes itself when it
-# closes, so there is nothing here for a test to reset.
-_open_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
-_current: ContextVar[Runtime | None] = ContextVar("aiodurable_runtime", default=None)
-
-
-def current_runtime() -> Runtime:
-    """The runtime module-level functions act on: the running workflow's, else this task's
-    (the one whose ``async with`` encloses it), else the only one open in the process."""
-    ctx = current_workflow()
-    if ctx is not None:
-        return ctx.runtime
-    rt = _current.get()
-    if rt is not None and rt.is_open:
-        return rt
-    candidates = [r for r in _open_runtimes if r.is_open]
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise NoRuntimeError(
-            "no aiodurable Runtime is open; run this inside `async with aiodurable.Runtime():`"
-            " (or call the method on an open Runtime object)"
-        )
-    raise NoRuntimeError(
-        f"{len(candidates)} Runtimes are open in this process and none encloses this code;"
-        " call the method on the Runtime you mean (for example rt.start_workflow(...))"
-    )
-
-
 def _positive(label: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"Runtime({label}=) must be a positive number, not {value!r}")
@@ -146,38 +116,6 @@ def default_executor_id() -> str:
     program = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "") or "python"
     digest = hashlib.sha256(os.path.abspath(program).encode()).hexdigest()[:10]
     return f"{socket.gethostname()}-{digest}"
-
-
-def call_workflow(
-    wdef: WorkflowDef, args: tuple[object, ...], kwargs: dict[str, object]
-) -> Coroutine[Any, Any, Any]:
-    """What calling a decorated workflow does: a child of the running workflow (its function ID
-    taken now), or a new top-level workflow on the current runtime; awaits its result."""
-    assigned = take_assigned_id()
-    parent = current_workflow()
-    if parent is not None and not in_step():
-        function_id = parent.next_function_id()
-        return _await_child(parent, function_id, wdef, args, kwargs, assigned)
-    return _run_top_level(wdef, args, kwargs, assigned)
-
-
-async def _await_child(
-    parent: WorkflowContext,
-    function_id: int,
-    wdef: WorkflowDef,
-    args: tuple[object, ...],
-    kwargs: dict[str, object],
-    assigned: str | None,
-) -> object:
-    handle = await parent.runtime.start_child(parent, function_id, wdef, args, kwargs, assigned)
-    return await parent.interruptible(handle.get_result())
-
-
-async def _run_top_level(
-    wdef: WorkflowDef, args: tuple[object, ...], kwargs: dict[str, object], assigned: str | None
-) -> object:
-    handle = await current_runtime().start(wdef, args, kwargs, workflow_id=assigned)
-    return await handle.get_result()
 
 
 class Runtime:

@@ -24,6 +24,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ._context import WorkflowContext, current_workflow, in_step, step_body
+from ._current import current_runtime
 from ._exceptions import DatabaseUnavailable
 from ._serde import return_hint
 from ._step import checkpoint_failure
@@ -159,7 +160,6 @@ async def _plain(
     args: tuple[object, ...],
     kwargs: dict[str, Any],
 ) -> R:
-    from ._runtime import current_runtime  # (import here: the runtime imports this module)
 
     pool = current_runtime().app_store.pool
 

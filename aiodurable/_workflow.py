@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from ._current import call_workflow
 from ._validate import check_id
 
 __all__ = [
@@ -156,8 +157,6 @@ def workflow(
 
         @functools.wraps(fn)
         def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-            from ._runtime import call_workflow  # (import here: the runtime imports this module)
-
             return call_workflow(wdef, args, kwargs)
 
         call.__aiodurable_workflow__ = wdef  # type: ignore[attr-defined]  # our marker attribute

@@ -19,7 +19,7 @@ import pytest
 
 import aiodurable
 from aiodurable import NonDeterminismError, Retry, Runtime, WorkflowStatus, step, workflow
-from aiodurable._runtime import current_runtime
+from aiodurable._current import current_runtime
 from aiodurable.testing import (
     ClockMismatchError,
     CrashPointNotReached,

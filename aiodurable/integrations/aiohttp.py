@@ -41,7 +41,8 @@ from typing import TypeAlias
 
 from aiohttp import web
 
-from .._runtime import Runtime, _current
+from .._current import _current
+from .._runtime import Runtime
 
 __all__ = ["RUNTIME_KEY", "RuntimeSource", "cleanup_ctx", "get_runtime", "setup"]
 

@@ -32,7 +32,8 @@ from typing import Any, TypeAlias, TypeVar
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
-from .._runtime import Runtime, _current
+from .._current import _current
+from .._runtime import Runtime
 
 __all__ = ["STATE_KEY", "RuntimeSource", "durable_lifespan", "get_runtime"]
 

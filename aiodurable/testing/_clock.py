@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._context import current_workflow
+from .._current import _open_runtimes
 from .._exceptions import DurableError
 
 if TYPE_CHECKING:
@@ -333,7 +334,6 @@ class TestClock:
         bound = self._runtime
         if bound is not None and bound.is_open:
             return bound
-        from .._runtime import _open_runtimes  # the runtimes open in this process
 
         mine = [rt for rt in list(_open_runtimes) if rt.clock is self and rt.is_open]
         if len(mine) > 1:

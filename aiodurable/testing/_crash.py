@@ -13,8 +13,8 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._context import set_workflow_id
+from .._current import current_runtime
 from .._handle import WorkflowHandle
-from .._runtime import current_runtime
 from .._store import StepRow
 
 if TYPE_CHECKING:
