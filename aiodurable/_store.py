@@ -366,8 +366,17 @@ class Store:
         self._sql_owned_many = (
             f"SELECT workflow_id FROM {s}.workflows WHERE workflow_id = ANY($1) AND {_OWNED_HERE}"
         )
-        self._sql_record_step = (
-            f"{step_insert} ON CONFLICT (workflow_id, function_id) DO NOTHING RETURNING true"
+        self._sql_record_step_unfenced = (
+            f"INSERT INTO {s}.steps (workflow_id, {_STEP_COLUMNS})"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            " ON CONFLICT (workflow_id, function_id) DO NOTHING RETURNING true"
+        )
+        # With an owner: the workflow's own row, found by its key, is the source of the insert.
+        self._sql_record_step_fenced = (
+            f"INSERT INTO {s}.steps (workflow_id, {_STEP_COLUMNS}) SELECT f.workflow_id, $2,"
+            f" $3, $4, $5, $6, $7, $8, $9 FROM {s}.workflows f WHERE f.workflow_id = $1"
+            " AND f.executor_id = current_setting('aiodurable.owner')"
+            " ON CONFLICT (workflow_id, function_id) DO NOTHING RETURNING true"
         )
         self._sql_get_step = (
             f"SELECT {_STEP_COLUMNS} FROM {s}.steps WHERE workflow_id = $1 AND function_id = $2"
@@ -753,7 +762,8 @@ class Store:
     async def record_step_on(self, conn: Conn, workflow_id: str, step: StepRow) -> StepRow | None:
         """:meth:`record_step` on a given connection, inside the caller's transaction;
         :class:`OwnershipLost` when another executor owns the workflow now."""
-        written = await conn.fetchval(self._sql_record_step, *self._step_args(workflow_id, step))
+        sql = self._sql_record_step_unfenced if self.owner is None else self._sql_record_step_fenced
+        written = await conn.fetchval(sql, *self._step_args(workflow_id, step))
         if written:
             return None
         # Not written: the entry exists already, or the fence refused it.
