@@ -449,6 +449,11 @@ class Runtime:
         if self._executor_settled:
             # The lock was down with the connection: prove ownership before the next step.
             self._proved_at = -float("inf")
+            # Notifications sent meanwhile are lost: look for queued and unassigned work now.
+            if self._begun:
+                self.wake_claimer()
+                self.wake_dispatcher()
+                self._start_proof()
             if not await self._try_hold_executor(conn, self.executor_id):
                 logger.error(
                     "executor ID %r was taken by another runtime while the connection was"
@@ -485,7 +490,7 @@ class Runtime:
     def _reconnect_backoff(self) -> float:
         """The longest wait between reconnection attempts: well under the lease, so that a live
         executor is back before a restart of PostgreSQL could make it look gone."""
-        return min(2.0, self.executor_lease / 6)
+        return min(1.0, self.executor_lease / 6)
 
     async def _heartbeat(self) -> None:
         """Record this executor's heartbeat. It proves ownership too: a takeover deletes the
@@ -509,12 +514,16 @@ class Runtime:
         shared by every workflow waiting for it, which stops the workflows taken over since."""
         if self.ownership_fresh():
             return
+        await asyncio.shield(self._start_proof())
+
+    def _start_proof(self) -> asyncio.Future[None]:
+        """The proof of ownership in progress, started if there is none."""
         if self._proving is None or self._proving.done():
             proving = self._proving = asyncio.ensure_future(self._prove())
             self._tasks.add(proving)  # cancelled on close, like the runtime's own tasks
             proving.add_done_callback(self._tasks.discard)
             proving.add_done_callback(lambda f: f.cancelled() or f.exception())  # its waiters raise
-        await asyncio.shield(self._proving)
+        return self._proving
 
     async def _prove(self) -> None:
         started = time.monotonic()

@@ -127,6 +127,63 @@ async def test_a_restart_of_postgresql_is_not_silence(
             assert one.health().ok and two.health().ok, (one.health(), two.health())
 
 
+@pytest.mark.slow
+async def test_a_runtime_with_a_queue_outlives_a_40_s_outage(schema: str) -> None:
+    """With the default settings (a 30 s retry budget), PostgreSQL stopped for 40 s: the
+    runtime's loops fail and come back, and once the server is back a workflow enqueued then
+    starts within a second, and an unassigned one is claimed within a second."""
+    queue = Queue("fence-outage-40")
+    async with private_postgres() as pg:
+        async with Runtime(pg.url, schema=schema, app_version="fence") as rt:
+            with aiodurable.set_workflow_id("unassigned-1"):
+                await rt.start_workflow(fence_app.flow, 3600.0)
+            admin = await pg.connect()
+            try:
+                await _until(
+                    admin,
+                    f"SELECT count(*) > 0 FROM {schema}.steps"
+                    " WHERE workflow_id = 'unassigned-1' AND name = 'aiodurable.sleep'",
+                )
+            finally:
+                await admin.close()
+            await rt.cancel_workflow("unassigned-1")
+            await rt.wait_stopped("unassigned-1")
+            loop = asyncio.get_running_loop()
+            with LogWatch("aiodurable dispatcher paused", "aiodurable claimer paused") as watch:
+                await pg.stop()
+                stopped = loop.time()
+                async with asyncio.timeout(60):
+                    await watch.all_seen()  # each failed after its 30 s of retries
+            # The outage lasts 40 s in all: its length is the point of the test.
+            await asyncio.sleep(max(0.0, stopped + 40.0 - loop.time()))
+            await pg.start()
+            after = await queue.enqueue(fence_app.flow, 0.0)
+            async with asyncio.timeout(1.5):
+                assert await after.get_result() == "onetwo"
+            admin = await pg.connect()
+            try:
+                # As `aiodurable workflow resume` leaves one: PENDING with no executor.
+                await admin.execute(
+                    f"UPDATE {schema}.workflows SET status = 'PENDING', executor_id = '',"
+                    " app_version = '' WHERE workflow_id = 'unassigned-1'"
+                )
+                await admin.execute(
+                    "SELECT pg_notify($1, json_build_array('x', 'unassigned-1')::text)",
+                    rt.store.channel,
+                )
+                await _until(
+                    admin,
+                    f"SELECT executor_id = '{rt.executor_id}' FROM {schema}.workflows"
+                    " WHERE workflow_id = 'unassigned-1'",
+                    timeout=1.0,
+                )
+            finally:
+                await admin.close()
+            await rt.cancel_workflow("unassigned-1")
+            await rt.confirm_ownership()
+            assert rt.health().ok, rt.health().problems
+
+
 async def test_dispatch_and_claiming_outlive_an_outage_longer_than_the_retry_budget(
     schema: str,
 ) -> None:
