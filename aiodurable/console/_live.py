@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 from .._runtime import Runtime
 from . import _queries
-from ._security import Receive, Scope, Send, is_storable
+from ._security import Receive, Scope, Send, is_storable, plain_response
 
 __all__ = ["LIFETIME", "MAX_STREAMS", "Live"]
 
@@ -70,10 +70,12 @@ class Live:
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         workflow_id = query.get("workflow") or None
         if workflow_id is not None and not is_storable(workflow_id):
-            await _refuse(send, 400, "no workflow ID holds a NUL or an unpaired surrogate")
+            await plain_response(send, 400, "no workflow ID holds a NUL or an unpaired surrogate")
             return
         if len(self._streams) >= MAX_STREAMS:
-            await _refuse(send, 503, f"this console already serves {MAX_STREAMS} live streams")
+            await plain_response(
+                send, 503, f"this console already serves {MAX_STREAMS} live streams"
+            )
             return
         await send(
             {
@@ -166,18 +168,3 @@ class Live:
                 elif loop.time() - quiet_since > KEEPALIVE:
                     await emit(": keepalive\n\n")
                     quiet_since = loop.time()
-
-
-async def _refuse(send: Send, status: int, text: str) -> None:
-    body = (text + "\n").encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

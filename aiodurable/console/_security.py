@@ -56,6 +56,7 @@ __all__ = [
     "is_same_origin",
     "is_storable",
     "new_token",
+    "plain_response",
 ]
 
 COOKIE = "aiodurable_console_token"
@@ -254,7 +255,7 @@ class Guard:
         if self.token is None:
             if not self._local(scope, headers):
                 where = "over its Unix socket" if self.unix_socket else "from loopback"
-                await _plain(
+                await plain_response(
                     send,
                     403,
                     f"this console answers requests {where} only;"
@@ -263,7 +264,7 @@ class Guard:
                 return
         else:
             if not self._authorized(scope, headers):
-                await _plain(
+                await plain_response(
                     send,
                     401,
                     "a valid console token is required: open the link the console printed when"
@@ -324,9 +325,10 @@ def _query_token(scope: Scope) -> str | None:
     return None
 
 
-async def _plain(
+async def plain_response(
     send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
+    """Answer with ``text`` as plain text, the console's security headers and any ``extra``."""
     body = (text + "\n").encode()
     await send(
         {

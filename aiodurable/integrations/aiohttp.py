@@ -43,6 +43,7 @@ from aiohttp import web
 
 from .._current import _current
 from .._runtime import Runtime
+from ._source import RuntimeSource, make_runtime
 
 __all__ = ["RUNTIME_KEY", "RuntimeSource", "cleanup_ctx", "get_runtime", "setup"]
 
@@ -51,19 +52,7 @@ logger: logging.Logger = logging.getLogger("aiodurable")
 RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("aiodurable_runtime", Runtime)
 """Where the open runtime is stored on the application: ``app[RUNTIME_KEY]``."""
 
-RuntimeSource: TypeAlias = Runtime | Callable[[], Runtime] | None
-"""A runtime to open, a factory making one for each start of the application, or None for
-``Runtime()`` (settings from the environment, else the embedded PostgreSQL)."""
-
 _CleanupCtx: TypeAlias = Callable[[web.Application], AsyncIterator[None]]
-
-
-def _make_runtime(source: RuntimeSource) -> Runtime:
-    if source is None:
-        return Runtime()
-    if isinstance(source, Runtime):
-        return source
-    return source()
 
 
 def _entry(runtime: RuntimeSource, *, begins: bool) -> _CleanupCtx:
@@ -81,7 +70,7 @@ def _entry(runtime: RuntimeSource, *, begins: bool) -> _CleanupCtx:
             await rt.close()
 
     async def first(app: web.Application) -> AsyncIterator[None]:
-        rt = _make_runtime(runtime)
+        rt = make_runtime(runtime)
         await rt.open(begin=False)
         # The entries after this one, which run in this task, act on this runtime when they
         # call module-level functions, even with other runtimes open in the process.

@@ -34,6 +34,7 @@ from starlette.requests import HTTPConnection
 
 from .._current import _current
 from .._runtime import Runtime
+from ._source import RuntimeSource, make_runtime
 
 __all__ = ["STATE_KEY", "RuntimeSource", "durable_lifespan", "get_runtime"]
 
@@ -42,22 +43,9 @@ STATE_KEY = "aiodurable"
 
 AppT = TypeVar("AppT", bound=Starlette)
 
-RuntimeSource: TypeAlias = Runtime | Callable[[], Runtime] | None
-"""A runtime to open, a factory making one for each start of the application (useful when an
-application is started more than once, as tests do), or None for ``Runtime()`` (settings from
-the environment, else the embedded PostgreSQL)."""
-
 AppLifespan: TypeAlias = Callable[
     [AppT], AbstractAsyncContextManager[None] | AbstractAsyncContextManager[Mapping[str, Any]]
 ]
-
-
-def _make_runtime(source: RuntimeSource) -> Runtime:
-    if source is None:
-        return Runtime()
-    if isinstance(source, Runtime):
-        return source
-    return source()
 
 
 def durable_lifespan(
@@ -73,7 +61,7 @@ def durable_lifespan(
 
     @asynccontextmanager
     async def run(app: AppT) -> AsyncIterator[Mapping[str, Any]]:
-        rt = _make_runtime(runtime)
+        rt = make_runtime(runtime)
         await rt.open(begin=False)
         # Module-level functions called by the application's own lifespan act on this runtime
         # even when the process has others open.
