@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 import asyncpg
 
 from . import _manage
+from ._backend import Backend, BackendConfig, Connected, PostgresBackend
 from ._clock import Clock, SystemClock
 from ._comm import get_event_on, send_on
 from ._context import (
@@ -63,7 +64,7 @@ from ._serde import (
     encode_inputs,
     return_hint,
 )
-from ._store import APPLICATION_NAME, DequeueRequest, NewWorkflow, StepRow, Store, WorkflowRow
+from ._store import DequeueRequest, NewWorkflow, StepRow, Store, WorkflowRow
 from ._tracing import workflow_span
 from ._workflow import (
     WorkflowDef,
@@ -144,6 +145,9 @@ class Runtime:
     - ``heartbeat_interval`` and ``executor_lease`` (seconds): liveness, and how long another
       executor may stay silent before this runtime takes its workflows over.
     - ``max_value_size``: the largest encoded input, output, message or event, in bytes.
+    - ``backend``: where the journal lives; default PostgreSQL (see above).
+      :class:`aiodurable.testing.MemoryBackend` keeps it in memory instead, for fast tests of
+      workflow logic: nothing survives the process, and ``@transaction`` is not available.
     - ``unreachable_timeout``: seconds an operation keeps retrying while PostgreSQL is out of
       reach before it raises :class:`DatabaseUnavailable` (the runtime's own background work
       never gives up: it pauses and goes on once the database is back; see :meth:`health`).
@@ -168,6 +172,7 @@ class Runtime:
         max_value_size: int = 16 * 1024 * 1024,
         command_timeout: float | None = 30.0,
         unreachable_timeout: float = 30.0,
+        backend: Backend | None = None,
     ) -> None:
         self._database_url = database_url or os.environ.get("AIODURABLE_DATABASE_URL") or None
         self._app_version = app_version or os.environ.get("AIODURABLE_APP_VERSION") or None
@@ -217,7 +222,6 @@ class Runtime:
         self._proved_at = -float("inf")
         self._proving: asyncio.Future[None] | None = None
         self._state = _State.UNOPENED
-        self._exit_stack = contextlib.AsyncExitStack()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running: dict[str, _Running] = {}
         self._executor_settled = False
@@ -227,6 +231,8 @@ class Runtime:
         self._reported_unknown: set[str] = set()
         self._dispatch_wanted = asyncio.Event()
         self._token: Any = None
+        self._backend: Backend = backend or PostgresBackend()
+        self._connected: Connected | None = None
         self._store: Store | None = None
         self._app_store: Store | None = None
         self._notifier: Notifier | None = None
@@ -345,51 +351,27 @@ class Runtime:
         self._loops.start("liveness", self._liveness_loop)
 
     async def _open(self) -> None:
-        if self._database_url is None:
-            from ._embedded import embedded_server  # (import here: only when embedded)
-
-            self.database_url = await self._exit_stack.enter_async_context(embedded_server())
-        else:
-            self.database_url = self._database_url
         if self._app_version is None:
             self._app_version = application_version()
-        self._store = await Store.open(
-            self.database_url,
-            self.schema,
+        config = BackendConfig(
+            database_url=self._database_url,
+            app_database_url=self.app_database_url,
+            schema=self.schema,
+            clock=self.clock,
             pool_size=self._pool_size,
             connect_timeout=self._connect_timeout,
             command_timeout=self._command_timeout,
-        )
-        self._store.max_backoff = self._reconnect_backoff
-        self._store.retry_for = self._unreachable_timeout
-        await self._store.migrate()
-        if self.app_database_url and self.app_database_url != self.database_url:
-            self._app_store = await Store.open(
-                self.app_database_url,
-                self.schema,
-                pool_size=self._pool_size,
-                connect_timeout=self._connect_timeout,
-            )
-            await self._app_store.migrate()
-        else:
-            self._app_store = self._store
-        url, timeout = self.database_url, self._connect_timeout
-
-        async def connect() -> asyncpg.Connection:
-            return await asyncpg.connect(
-                url, timeout=timeout, server_settings={"application_name": APPLICATION_NAME}
-            )
-
-        self._notifier = Notifier(
-            connect,
-            self._store.channel,
-            self.clock,
-            fallback_interval=self._notify_fallback,
-            on_connect=self._on_listen_connect,
+            unreachable_timeout=self._unreachable_timeout,
+            reconnect_backoff=self._reconnect_backoff,
+            notify_fallback=self._notify_fallback,
+            on_listen_connect=self._on_listen_connect,
             on_signal=self._on_signal,
-            max_backoff=self._reconnect_backoff,
         )
-        await self._notifier.start()
+        connected = self._connected = await self._backend.open(config)
+        self.database_url = connected.database_url
+        self._store = connected.store
+        self._app_store = connected.app_store
+        self._notifier = connected.notifier
         self._loops.start("notifier", self._notifier.run)
         # The executor ID is settled (its lock held): journal writes are fenced from now on.
         self._store.on_fenced = self._on_fenced
@@ -412,13 +394,8 @@ class Runtime:
                     Outcome(error=self._closed_error(running.ctx.workflow_id))
                 )
         self._running.clear()
-        if self._notifier is not None:
-            await self._notifier.close()
-        if self._app_store is not None and self._app_store is not self._store:
-            await self._app_store.close()
-        if self._store is not None:
-            await self._store.close()
-        await self._exit_stack.aclose()
+        if self._connected is not None:
+            await self._connected.close()
 
     @staticmethod
     def _closed_error(workflow_id: str) -> NoRuntimeError:
