@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._context import WorkflowContext, current_workflow, in_step, require_workflow
-from ._current import current_runtime
+from ._current import current_engine
 from ._serde import decode
 from ._store import AUTO_KEY_PREFIX, StepRow
 from ._validate import check_id, check_timeout
@@ -60,7 +60,7 @@ def sleep(seconds: float) -> Coroutine[Any, Any, None]:
 
 
 async def _sleep(ctx: WorkflowContext, function_id: int, seconds: float | None) -> None:
-    rt = ctx.runtime
+    rt = ctx.engine
     entry = ctx.recorded(function_id, SLEEP)
     if entry is None:
         ctx.check_cancelled()
@@ -93,7 +93,7 @@ def send(
     :class:`WorkflowNotFound` for an unknown destination.
     """
     return send_on(
-        current_runtime(), destination_id, message, topic, idempotency_key=idempotency_key
+        current_engine(), destination_id, message, topic, idempotency_key=idempotency_key
     )
 
 
@@ -117,7 +117,7 @@ def send_on(
             )
     data = rt.encode(message, what=f"the message to workflow {destination_id!r}")
     ctx = _durable(current_workflow())
-    function_id = ctx.next_function_id() if ctx is not None and ctx.runtime is rt else None
+    function_id = ctx.next_function_id() if ctx is not None and ctx.engine is rt else None
     return _send(rt, ctx, function_id, destination_id, topic_key, data, idempotency_key)
 
 
@@ -156,7 +156,7 @@ def recv(topic: str | None = None, timeout: float = 60.0) -> Coroutine[Any, Any,
 
 
 async def _recv(ctx: WorkflowContext, function_id: int, topic: str, timeout: float | None) -> Any:
-    rt = ctx.runtime
+    rt = ctx.engine
     entry = ctx.recorded(function_id, RECV)
     if entry is None:
         ctx.check_cancelled()
@@ -189,7 +189,7 @@ def set_event(key: str, value: object) -> Coroutine[Any, Any, None]:
     """In a workflow, publish ``value`` under ``key`` (the latest value wins) and wake readers."""
     check_id("event key", key)
     ctx = require_workflow("aiodurable.set_event()")
-    rt = ctx.runtime
+    rt = ctx.engine
     data = rt.encode(value, what=f"the value of event {key!r}")
     return _set_event(ctx, ctx.next_function_id(), key, data)
 
@@ -198,7 +198,7 @@ async def _set_event(ctx: WorkflowContext, function_id: int, key: str, data: byt
     if ctx.recorded(function_id, SET_EVENT) is not None:
         return
     ctx.check_cancelled()
-    rt = ctx.runtime
+    rt = ctx.engine
     now = rt.clock.now()
     entry = StepRow(function_id, SET_EVENT, rt.serializer.name, data, None, None, now, now)
     await rt.store.set_event(ctx.workflow_id, entry, key, rt.serializer.name, data)
@@ -208,7 +208,7 @@ def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Coroutine[An
     """Wait until workflow ``workflow_id`` has published ``key``; return its latest value, or
     ``None`` after ``timeout`` seconds (``float("inf")``: never). In a workflow it is a
     checkpoint: replay sees the value read the first time."""
-    return get_event_on(current_runtime(), workflow_id, key, timeout)
+    return get_event_on(current_engine(), workflow_id, key, timeout)
 
 
 def get_event_on(
@@ -219,7 +219,7 @@ def get_event_on(
     check_id("event key", key)
     seconds = _seconds("get_event(timeout)", timeout)
     ctx = _durable(current_workflow())
-    if ctx is None or ctx.runtime is not rt:
+    if ctx is None or ctx.engine is not rt:
         return _get_event(rt, None, 0, workflow_id, key, seconds)
     return _get_event(rt, ctx, ctx.next_function_id(), workflow_id, key, seconds)
 

@@ -41,7 +41,7 @@ __all__ = [
 class WorkflowContext:
     """What a running workflow knows about itself."""
 
-    runtime: Runtime
+    engine: Runtime
     workflow_id: str
     definition: WorkflowDef
     journal: dict[int, StepRow]

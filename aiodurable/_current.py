@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ._runtime import Runtime
     from ._workflow import WorkflowDef
 
-__all__ = ["call_workflow", "current_runtime"]
+__all__ = ["call_workflow", "current_engine", "current_runtime"]
 
 # Runtimes open in this process. Each adds itself when it opens and removes itself when it
 # closes, so there is nothing here for a test to reset.
@@ -31,7 +31,7 @@ def current_runtime() -> Runtime:
     (the one whose ``async with`` encloses it), else the only one open in the process."""
     ctx = current_workflow()
     if ctx is not None:
-        return ctx.runtime
+        return ctx.engine
     rt = _current.get()
     if rt is not None and rt.is_open:
         return rt
@@ -47,6 +47,11 @@ def current_runtime() -> Runtime:
         f"{len(candidates)} Runtimes are open in this process and none encloses this code;"
         " call the method on the Runtime you mean (for example rt.start_workflow(...))"
     )
+
+
+def current_engine() -> Runtime:
+    """The engine module-level functions act on (that of :func:`current_runtime`)."""
+    return current_runtime()
 
 
 def call_workflow(
@@ -70,12 +75,12 @@ async def _await_child(
     kwargs: dict[str, object],
     assigned: str | None,
 ) -> object:
-    handle = await parent.runtime.start_child(parent, function_id, wdef, args, kwargs, assigned)
+    handle = await parent.engine.start_child(parent, function_id, wdef, args, kwargs, assigned)
     return await parent.interruptible(handle.get_result())
 
 
 async def _run_top_level(
     wdef: WorkflowDef, args: tuple[object, ...], kwargs: dict[str, object], assigned: str | None
 ) -> object:
-    handle = await current_runtime().start(wdef, args, kwargs, workflow_id=assigned)
+    handle = await current_engine().start(wdef, args, kwargs, workflow_id=assigned)
     return await handle.get_result()

@@ -21,7 +21,7 @@ from ._context import (
     take_assigned_id,
     workflow_timeout,
 )
-from ._current import current_runtime
+from ._current import current_engine
 from ._exceptions import DuplicateWorkflowError
 from ._handle import WorkflowHandle
 from ._serde import return_hint
@@ -195,10 +195,10 @@ class EnqueueOptions:
     ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
         """Record ``fn(*args, **kwargs)`` as ENQUEUED with these options; return its handle."""
         wdef = definition_of(fn)
-        rt = current_runtime()
+        rt = current_engine()
         assigned = self.workflow_id or take_assigned_id()
         parent = current_workflow()
-        if parent is not None and not in_step() and parent.runtime is rt:
+        if parent is not None and not in_step() and parent.engine is rt:
             function_id = parent.next_function_id()
             parent_id = parent.workflow_id
 

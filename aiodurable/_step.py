@@ -58,7 +58,7 @@ class StepDef:
                 errors.append(exc)
                 if len(errors) >= retry.max_attempts:
                     raise MaxRetriesExceeded(self.name, errors) from exc
-                clock = ctx.runtime.clock
+                clock = ctx.engine.clock
                 await ctx.interruptible(clock.sleep_until(clock.now() + retry.delay(len(errors))))
 
 
@@ -67,9 +67,9 @@ async def checkpoint_failure(
 ) -> StepRow | None:
     """Journal ``exc`` as the outcome of the call at ``function_id``; return the entry already
     there if another execution journaled it first (None when ours was written)."""
-    now = ctx.runtime.clock.now()
+    now = ctx.engine.clock.now()
     row = StepRow(function_id, name, "json", None, encode_exception(exc), None, started, now)
-    return await ctx.runtime.checkpoint(ctx, row)
+    return await ctx.engine.checkpoint(ctx, row)
 
 
 async def run_checkpointed(
@@ -80,7 +80,7 @@ async def run_checkpointed(
     body: Callable[[], Coroutine[Any, Any, object]],
 ) -> Any:
     """Replay the entry at ``function_id``, or run ``body`` and checkpoint its outcome."""
-    runtime = ctx.runtime
+    runtime = ctx.engine
     entry = ctx.recorded(function_id, name)
     if entry is None:
         ctx.check_cancelled()

@@ -24,7 +24,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ._context import WorkflowContext, current_workflow, in_step, step_body
-from ._current import current_runtime
+from ._current import current_engine
 from ._exceptions import DatabaseUnavailable
 from ._serde import return_hint
 from ._step import checkpoint_failure
@@ -161,7 +161,7 @@ async def _plain(
     kwargs: dict[str, Any],
 ) -> R:
 
-    pool = current_runtime().app_store.pool
+    pool = current_engine().app_store.pool
 
     async def once() -> R:
         async with pool.acquire() as conn, conn.transaction(isolation=isolation):  # type: ignore[arg-type]  # validated Literal
@@ -184,7 +184,7 @@ async def _journaled(
     args: tuple[object, ...],
     kwargs: dict[str, Any],
 ) -> R:
-    rt = ctx.runtime
+    rt = ctx.engine
     entry = ctx.recorded(function_id, name)
     if entry is not None:
         return rt.replay(ctx.workflow_id, entry, hint)  # type: ignore[no-any-return]

@@ -249,7 +249,7 @@ class TestClock:
     async def _wait_on(self, deadline: float | None, event: asyncio.Event | None) -> None:
         ctx = current_workflow()
         if ctx is not None:
-            self.bind(ctx.runtime)
+            self.bind(ctx.engine)
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         entry = _Wait(deadline, next(self._seq), loop.create_future(), event, task)
