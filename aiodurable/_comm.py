@@ -20,12 +20,14 @@ import orjson
 
 from ._context import WorkflowContext, current_workflow, in_step, require_workflow
 from ._current import current_engine
+from ._exceptions import SerializationError
+from ._journal import Live, journaled
 from ._serde import decode
 from ._store import AUTO_KEY_PREFIX, StepRow
 from ._validate import check_id, check_timeout
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from ._runtime import Runtime as Engine
 
 __all__ = ["get_event", "get_event_on", "recv", "send", "send_on", "set_event", "sleep"]
 
@@ -60,20 +62,42 @@ def sleep(seconds: float) -> Coroutine[Any, Any, None]:
 
 
 async def _sleep(ctx: WorkflowContext, function_id: int, seconds: float | None) -> None:
-    rt = ctx.engine
-    entry = ctx.recorded(function_id, SLEEP)
-    if entry is None:
-        ctx.check_cancelled()
-        now = rt.clock.now()
+    engine = ctx.engine
+
+    async def record_wake_time() -> StepRow:
+        now = engine.clock.now()
         # The wake-up time, or null for a sleep without end.
         wake = b"null" if seconds is None else orjson.dumps(now + seconds)
         entry = StepRow(function_id, SLEEP, "json", wake, None, None, now, now)
-        entry = await rt.checkpoint(ctx, entry) or entry
-    wake_at = None if entry.output is None else orjson.loads(entry.output)
+        return await engine.checkpoint(ctx, entry) or entry
+
+    async def until_wake_time(entry: StepRow) -> None:
+        wake_at = _wake_time(ctx, entry)
+        if wake_at is None:
+            await ctx.interruptible(engine.clock.wait(asyncio.Event(), None))  # until cancelled
+        else:
+            await ctx.interruptible(engine.clock.sleep_until(wake_at))
+
+    await journaled(
+        ctx, function_id, SLEEP, record_wake_time, decode=_nothing, settle=until_wake_time
+    )
+
+
+def _wake_time(ctx: WorkflowContext, entry: StepRow) -> float | None:
+    """The wake-up time a sleep recorded (None: it sleeps until cancelled)."""
+    wake_at = ctx.engine.replay(ctx.workflow_id, entry, None)
     if wake_at is None:
-        await ctx.interruptible(rt.clock.wait(asyncio.Event(), None))  # until cancelled
-    else:
-        await ctx.interruptible(rt.clock.sleep_until(float(wake_at)))
+        return None
+    if isinstance(wake_at, bool) or not isinstance(wake_at, int | float):
+        raise SerializationError(
+            f"the sleep at function ID {entry.function_id} of workflow {ctx.workflow_id!r}"
+            f" recorded {wake_at!r} as its wake-up time, which is not a time"
+        )
+    return float(wake_at)
+
+
+def _nothing(entry: StepRow) -> None:
+    return None
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -98,7 +122,7 @@ def send(
 
 
 def send_on(
-    rt: Runtime,
+    rt: Engine,
     destination_id: str,
     message: object,
     topic: str | None = None,
@@ -122,7 +146,7 @@ def send_on(
 
 
 async def _send(
-    rt: Runtime,
+    rt: Engine,
     ctx: WorkflowContext | None,
     function_id: int | None,
     destination_id: str,
@@ -131,15 +155,19 @@ async def _send(
     idempotency_key: str | None,
 ) -> None:
     fmt = rt.serializer.name
-    now = rt.clock.now()
     if ctx is None or function_id is None:
+        now = rt.clock.now()
         await rt.store.send(destination_id, topic, fmt, data, now, idempotency_key=idempotency_key)
         return
-    if ctx.recorded(function_id, SEND) is not None:
-        return
-    ctx.check_cancelled()
-    entry = StepRow(function_id, SEND, "json", None, None, None, now, now)
-    await rt.store.send(destination_id, topic, fmt, data, now, checkpoint=(ctx.workflow_id, entry))
+    workflow_id = ctx.workflow_id
+
+    async def deliver() -> Live:
+        now = rt.clock.now()
+        entry = StepRow(function_id, SEND, "json", None, None, None, now, now)
+        await rt.store.send(destination_id, topic, fmt, data, now, checkpoint=(workflow_id, entry))
+        return Live(None)
+
+    await journaled(ctx, function_id, SEND, deliver, decode=_nothing)
 
 
 def recv(topic: str | None = None, timeout: float = 60.0) -> Coroutine[Any, Any, Any]:
@@ -157,9 +185,8 @@ def recv(topic: str | None = None, timeout: float = 60.0) -> Coroutine[Any, Any,
 
 async def _recv(ctx: WorkflowContext, function_id: int, topic: str, timeout: float | None) -> Any:
     rt = ctx.engine
-    entry = ctx.recorded(function_id, RECV)
-    if entry is None:
-        ctx.check_cancelled()
+
+    async def consume() -> StepRow:
         deadline: float | None = None  # none recorded yet, or (timeout None) none at all
         with rt.notifier.watch("m", ctx.workflow_id, topic) as waiter:
             while True:
@@ -169,17 +196,17 @@ async def _recv(ctx: WorkflowContext, function_id: int, topic: str, timeout: flo
                     ctx.workflow_id, topic, function_id, RECV, now
                 )
                 if entry is not None:
-                    break
+                    return entry
                 if deadline is None and timeout is not None:
                     deadline = await rt.store.wait_deadline(
                         ctx.workflow_id, function_id, now + timeout
                     )
                 if deadline is not None and now >= deadline:
                     row = StepRow(function_id, RECV, "json", b"null", None, None, now, now)
-                    entry = await rt.checkpoint(ctx, row) or row
-                    break
+                    return await rt.checkpoint(ctx, row) or row
                 await ctx.interruptible(waiter.wait(deadline))
-    return rt.replay(ctx.workflow_id, entry, None)
+
+    return await journaled(ctx, function_id, RECV, consume)
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -195,13 +222,16 @@ def set_event(key: str, value: object) -> Coroutine[Any, Any, None]:
 
 
 async def _set_event(ctx: WorkflowContext, function_id: int, key: str, data: bytes) -> None:
-    if ctx.recorded(function_id, SET_EVENT) is not None:
-        return
-    ctx.check_cancelled()
     rt = ctx.engine
-    now = rt.clock.now()
-    entry = StepRow(function_id, SET_EVENT, rt.serializer.name, data, None, None, now, now)
-    await rt.store.set_event(ctx.workflow_id, entry, key, rt.serializer.name, data)
+
+    async def publish() -> Live:
+        now = rt.clock.now()
+        fmt = rt.serializer.name
+        entry = StepRow(function_id, SET_EVENT, fmt, data, None, None, now, now)
+        await rt.store.set_event(ctx.workflow_id, entry, key, fmt, data)
+        return Live(None)
+
+    await journaled(ctx, function_id, SET_EVENT, publish, decode=_nothing)
 
 
 def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Coroutine[Any, Any, Any]:
@@ -212,7 +242,7 @@ def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Coroutine[An
 
 
 def get_event_on(
-    rt: Runtime, workflow_id: str, key: str, timeout: float = 60.0
+    rt: Engine, workflow_id: str, key: str, timeout: float = 60.0
 ) -> Coroutine[Any, Any, Any]:
     """:func:`get_event` on a given runtime."""
     check_id("workflow ID", workflow_id)
@@ -225,40 +255,54 @@ def get_event_on(
 
 
 async def _get_event(
-    rt: Runtime,
+    rt: Engine,
     ctx: WorkflowContext | None,
     function_id: int,
     workflow_id: str,
     key: str,
     timeout: float | None,
 ) -> Any:
-    if ctx is not None:
-        entry = ctx.recorded(function_id, GET_EVENT)
-        if entry is not None:
-            return rt.replay(ctx.workflow_id, entry, None)
-        ctx.check_cancelled()
+    if ctx is None:
+        fmt, data = await _wait_event(rt, None, function_id, workflow_id, key, timeout)
+        return _decode_event(rt, workflow_id, key, fmt, data)
+
+    async def read() -> StepRow | Live:
+        fmt, data = await _wait_event(rt, ctx, function_id, workflow_id, key, timeout)
+        now = rt.clock.now()
+        row = StepRow(function_id, GET_EVENT, fmt, data, None, None, now, now)
+        recorded = await rt.checkpoint(ctx, row)
+        return recorded or Live(_decode_event(rt, workflow_id, key, fmt, data))
+
+    return await journaled(ctx, function_id, GET_EVENT, read)
+
+
+async def _wait_event(
+    rt: Engine,
+    ctx: WorkflowContext | None,
+    function_id: int,
+    workflow_id: str,
+    key: str,
+    timeout: float | None,
+) -> tuple[str, bytes]:
+    """The event's format and value once it is set, or JSON null past the timeout."""
     deadline: float | None = None  # none computed yet, or (timeout None) none at all
-    found: tuple[str, bytes] | None = None
     with rt.notifier.watch("e", workflow_id, key) as waiter:
         while True:
             waiter.clear()
             found = await rt.store.get_event(workflow_id, key)
-            now = rt.clock.now()
             if found is not None:
-                break
+                return found
+            now = rt.clock.now()
             if deadline is None and timeout is not None:
                 deadline = now + timeout
                 if ctx is not None:
                     deadline = await rt.store.wait_deadline(ctx.workflow_id, function_id, deadline)
             if deadline is not None and now >= deadline:
-                break
+                return "json", b"null"
             wait = waiter.wait(deadline)
             await (wait if ctx is None else ctx.interruptible(wait))
-    fmt, data = found if found is not None else ("json", b"null")
-    if ctx is not None:
-        row = StepRow(function_id, GET_EVENT, fmt, data, None, None, now, now)
-        recorded = await rt.checkpoint(ctx, row)
-        if recorded is not None:
-            return rt.replay(ctx.workflow_id, recorded, None)
+
+
+def _decode_event(rt: Engine, workflow_id: str, key: str, fmt: str, data: bytes) -> Any:
     what = f"the value of event {key!r} of workflow {workflow_id!r}"
     return decode(rt.serializer_for(fmt), data, None, what=what)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = [
+    "EndOfJournal",
     "WorkflowContext",
     "check_timeout",
     "current_workflow",
@@ -35,6 +36,12 @@ __all__ = [
     "set_workflow_id",
     "take_assigned_id",
 ]
+
+
+class EndOfJournal(BaseException):
+    """Raised in a replay (``check_replay``) where the journal of an unfinished workflow ends:
+    everything it recorded matched, and what comes next has not happened yet. A BaseException,
+    so that the workflow's own ``except Exception`` does not catch it."""
 
 
 @dataclass(eq=False, slots=True)
@@ -49,6 +56,8 @@ class WorkflowContext:
     last_function_id: int = 0
     cancelled: bool = False
     replay_only: bool = False
+    # With replay_only: whether the recorded run ended (then its journal is the whole run).
+    ended: bool = False
     waits: int = 0
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
 
@@ -68,6 +77,8 @@ class WorkflowContext:
                 " earlier step."
             )
         if entry is None and self.replay_only:
+            if not self.ended and function_id > max(self.journal, default=0):
+                raise EndOfJournal(function_id)
             raise NonDeterminismError(
                 f"workflow {self.workflow_id!r} now calls {name!r} at function ID {function_id},"
                 " where its journal has nothing: the code makes a call the recorded run did not"

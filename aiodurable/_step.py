@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from ._context import WorkflowContext, current_workflow, in_step, step_body
 from ._exceptions import MaxRetriesExceeded
+from ._journal import Live, journaled
 from ._retry import NonRetryable, Retry
 from ._serde import encode_exception, return_hint
 from ._store import StepRow
@@ -80,14 +81,10 @@ async def run_checkpointed(
     body: Callable[[], Coroutine[Any, Any, object]],
 ) -> Any:
     """Replay the entry at ``function_id``, or run ``body`` and checkpoint its outcome."""
-    runtime = ctx.engine
-    entry = ctx.recorded(function_id, name)
-    if entry is None:
-        ctx.check_cancelled()
-        if not runtime.ownership_fresh():  # after a pause or an outage: prove it, stop if lost
-            await runtime.confirm_ownership()
-            ctx.check_cancelled()
-        started = runtime.clock.now()
+
+    async def effect() -> StepRow | Live:
+        engine = ctx.engine
+        started = engine.clock.now()
         try:
             with step_span(name, ctx.workflow_id, function_id), step_body(name):
                 result = await body()
@@ -95,14 +92,13 @@ async def run_checkpointed(
             entry = await checkpoint_failure(ctx, function_id, name, exc, started)
             if entry is None:
                 raise
-        else:
-            fmt = runtime.serializer.name
-            data = runtime.encode(result, what=f"the result of step {name!r}")
-            row = StepRow(function_id, name, fmt, data, None, None, started, runtime.clock.now())
-            entry = await runtime.checkpoint(ctx, row)
-            if entry is None:
-                return result
-    return runtime.replay(ctx.workflow_id, entry, hint)
+            return entry
+        fmt = engine.serializer.name
+        data = engine.encode(result, what=f"the result of step {name!r}")
+        row = StepRow(function_id, name, fmt, data, None, None, started, engine.clock.now())
+        return await engine.checkpoint(ctx, row) or Live(result)
+
+    return await journaled(ctx, function_id, name, effect, hint=hint)
 
 
 def step(

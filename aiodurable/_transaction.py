@@ -26,6 +26,7 @@ from asyncpg.pool import PoolConnectionProxy
 from ._context import WorkflowContext, current_workflow, in_step, step_body
 from ._current import current_engine
 from ._exceptions import DatabaseUnavailable
+from ._journal import Live, journaled
 from ._serde import return_hint
 from ._step import checkpoint_failure
 from ._store import TRANSIENT, StepRow
@@ -185,17 +186,33 @@ async def _journaled(
     kwargs: dict[str, Any],
 ) -> R:
     rt = ctx.engine
-    entry = ctx.recorded(function_id, name)
-    if entry is not None:
-        return rt.replay(ctx.workflow_id, entry, hint)  # type: ignore[no-any-return]
     separate = rt.app_store is not rt.store
-    if separate:
-        # Committed in the application database but not yet journaled here: adopt it.
-        entry = await rt.app_store.get_step(ctx.workflow_id, function_id)
-        if entry is not None:
-            await rt.checkpoint(ctx, entry)
-            return rt.replay(ctx.workflow_id, entry, hint)  # type: ignore[no-any-return]
-    ctx.check_cancelled()
+
+    async def effect() -> StepRow | Live:
+        if separate:
+            # Committed in the application database but not yet journaled here: adopt it.
+            entry = await rt.app_store.get_step(ctx.workflow_id, function_id)
+            if entry is not None:
+                await rt.checkpoint(ctx, entry)
+                return entry
+        return await _run_once(ctx, function_id, name, fn, isolation, args, kwargs)
+
+    return await journaled(ctx, function_id, name, effect, hint=hint)  # type: ignore[no-any-return]
+
+
+async def _run_once(
+    ctx: WorkflowContext,
+    function_id: int,
+    name: str,
+    fn: Callable[..., Coroutine[Any, Any, R]],
+    isolation: str,
+    args: tuple[object, ...],
+    kwargs: dict[str, Any],
+) -> StepRow | Live:
+    """Run the transaction until it commits with its journal entry (retrying on a lost
+    connection), or journal the failure of its body."""
+    rt = ctx.engine
+    separate = rt.app_store is not rt.store
     started = rt.clock.now()
 
     async def once() -> tuple[R, StepRow, StepRow | None]:
@@ -261,7 +278,7 @@ async def _journaled(
     if existing is not None:
         if separate:
             await rt.checkpoint(ctx, existing)
-        return rt.replay(ctx.workflow_id, existing, hint)  # type: ignore[no-any-return]
+        return existing
     if separate:
         await rt.checkpoint(ctx, written)
-    return result
+    return Live(result)
