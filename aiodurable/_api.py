@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, Unpack
 
 from ._current import current_runtime
 from ._handle import WorkflowHandle
-from ._manage import StatusFilter, TimeFilter
+from ._manage import WorkflowFilter
 from ._models import StepInfo, WorkflowInfo
 
 __all__ = [
@@ -45,43 +45,17 @@ async def get_workflow_status(workflow_id: str) -> WorkflowInfo:
     return await current_runtime().get_workflow_status(workflow_id)
 
 
-async def list_workflows(
-    *,
-    status: StatusFilter = None,
-    name: str | None = None,
-    workflow_id_prefix: str | None = None,
-    app_version: str | None = None,
-    executor_id: str | None = None,
-    queue_name: str | None = None,
-    start_time: TimeFilter = None,
-    end_time: TimeFilter = None,
-    limit: int | None = None,
-    offset: int | None = None,
-    sort_desc: bool = False,
-    load_input: bool = True,
-    load_output: bool = True,
-) -> list[WorkflowInfo]:
-    """Workflows matching every filter given, oldest first (``sort_desc``: newest first).
+async def list_workflows(**filters: Unpack[WorkflowFilter]) -> list[WorkflowInfo]:
+    """Workflows matching every filter given, oldest first (``sort_desc=True``: newest first).
 
-    ``status`` takes one status or several; ``start_time``/``end_time`` bound the creation time
-    (aware datetimes or POSIX timestamps); ``load_input=False``/``load_output=False`` leave
-    inputs and outputs out (``None``) of a long listing.
+    The filters, each optional (see :class:`~aiodurable._manage.WorkflowFilter`): ``status``
+    (one status or several), ``name``, ``workflow_id_prefix``, ``app_version``,
+    ``executor_id``, ``queue_name``, ``start_time``/``end_time`` (bounds of the creation time,
+    as aware datetimes or POSIX timestamps), ``limit``, ``offset``, ``sort_desc`` (default
+    False); ``load_input=False``/``load_output=False`` leave inputs and outputs out (``None``)
+    of a long listing (both default True).
     """
-    return await current_runtime().list_workflows(
-        status=status,
-        name=name,
-        workflow_id_prefix=workflow_id_prefix,
-        app_version=app_version,
-        executor_id=executor_id,
-        queue_name=queue_name,
-        start_time=start_time,
-        end_time=end_time,
-        limit=limit,
-        offset=offset,
-        sort_desc=sort_desc,
-        load_input=load_input,
-        load_output=load_output,
-    )
+    return await current_runtime().list_workflows(**filters)
 
 
 async def list_steps(workflow_id: str) -> list[StepInfo]:

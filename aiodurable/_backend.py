@@ -18,7 +18,7 @@ import asyncpg
 
 from ._clock import Clock
 from ._notify import Key, Notifier
-from ._store import APPLICATION_NAME, Store
+from ._store import APPLICATION_NAME, Store, StoreProtocol
 
 __all__ = ["Backend", "BackendConfig", "Connected", "PostgresBackend"]
 
@@ -48,8 +48,8 @@ class Connected:
     """An open backend: what the engine uses until it calls :meth:`close`."""
 
     database_url: str
-    store: Store
-    app_store: Store
+    store: StoreProtocol
+    app_store: StoreProtocol
     notifier: Notifier
     exit_stack: contextlib.AsyncExitStack
 

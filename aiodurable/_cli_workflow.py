@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import orjson
 
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus
-from ._runtime import Runtime
+from ._runtime import Runtime, engine_of
 
 __all__ = ["add_workflow_commands"]
 
@@ -171,7 +171,7 @@ async def _list(rt: Runtime, args: argparse.Namespace) -> int:
     positions: dict[str, int] = {}
     for queue in {i.queue_name for i in infos if i.status is WorkflowStatus.ENQUEUED}:
         assert queue is not None
-        positions.update(await rt.store.queue_positions(queue))
+        positions.update(await engine_of(rt).store.queue_positions(queue))
     if args.json:
         _print_json(
             [{**_info_dict(i), "queue_position": positions.get(i.workflow_id)} for i in infos]

@@ -23,11 +23,12 @@ from ._current import current_engine
 from ._exceptions import SerializationError
 from ._journal import Live, journaled
 from ._serde import decode
+from ._signals import Signal
 from ._store import AUTO_KEY_PREFIX, StepRow
 from ._validate import check_id, check_timeout
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime as Engine
+    from ._engine import Engine
 
 __all__ = ["get_event", "get_event_on", "recv", "send", "send_on", "set_event", "sleep"]
 
@@ -188,7 +189,7 @@ async def _recv(ctx: WorkflowContext, function_id: int, topic: str, timeout: flo
 
     async def consume() -> StepRow:
         deadline: float | None = None  # none recorded yet, or (timeout None) none at all
-        with rt.notifier.watch("m", ctx.workflow_id, topic) as waiter:
+        with rt.notifier.watch(Signal.MESSAGE, ctx.workflow_id, topic) as waiter:
             while True:
                 waiter.clear()
                 now = rt.clock.now()
@@ -286,7 +287,7 @@ async def _wait_event(
 ) -> tuple[str, bytes]:
     """The event's format and value once it is set, or JSON null past the timeout."""
     deadline: float | None = None  # none computed yet, or (timeout None) none at all
-    with rt.notifier.watch("e", workflow_id, key) as waiter:
+    with rt.notifier.watch(Signal.EVENT, workflow_id, key) as waiter:
         while True:
             waiter.clear()
             found = await rt.store.get_event(workflow_id, key)

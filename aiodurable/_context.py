@@ -20,7 +20,7 @@ from ._store import StepRow
 from ._validate import check_id, check_timeout
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from ._engine import Engine
     from ._workflow import WorkflowDef
 
 T = TypeVar("T")
@@ -48,7 +48,7 @@ class EndOfJournal(BaseException):
 class WorkflowContext:
     """What a running workflow knows about itself."""
 
-    engine: Runtime
+    engine: Engine
     workflow_id: str
     definition: WorkflowDef
     journal: dict[int, StepRow]

@@ -6,11 +6,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
+from ._context import EndOfJournal, current_workflow, in_step
 from ._exceptions import WorkflowCancelled
-from ._models import WorkflowInfo
+from ._models import WorkflowInfo, WorkflowStatus
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from ._engine import Engine
 
 __all__ = ["Outcome", "WorkflowHandle"]
 
@@ -49,17 +50,17 @@ class WorkflowHandle(Generic[R]):
     returns a :class:`WorkflowInfo` snapshot.
     """
 
-    __slots__ = ("_future", "_hint", "_runtime", "_workflow_id")
+    __slots__ = ("_engine", "_future", "_hint", "_workflow_id")
 
     def __init__(
         self,
-        runtime: Runtime,
+        engine: Engine,
         workflow_id: str,
         *,
         hint: object = None,
         future: asyncio.Future[Outcome] | None = None,
     ) -> None:
-        self._runtime = runtime
+        self._engine = engine
         self._workflow_id = workflow_id
         self._hint = hint
         self._future = future
@@ -78,14 +79,25 @@ class WorkflowHandle(Generic[R]):
         A cancelled workflow raises :class:`WorkflowCancelled`; an exception that cannot be
         rebuilt as its own type raises :class:`WorkflowFailed`.
         """
+        ctx = current_workflow()
+        if ctx is not None and ctx.replay_only and not in_step():
+            return cast(R, await self._replayed())
         if self._future is not None:
             # Shielded: a caller giving up does not stop the workflow.
             outcome = await asyncio.shield(self._future)
             if outcome.final:
                 return cast(R, outcome.unwrap())
         # Not final (a cancel, which a resume can undo): what the database holds decides.
-        return cast(R, await self._runtime.await_result(self._workflow_id, self._hint))
+        return cast(R, await self._engine.await_result(self._workflow_id, self._hint))
+
+    async def _replayed(self) -> object:
+        """In a replay (which never waits), the outcome of a workflow that has ended; one still
+        running stops the replay here, where the recorded run stands."""
+        row = await self._engine.store.require_workflow(self._workflow_id)
+        if not WorkflowStatus(row.status).is_terminal:
+            raise EndOfJournal(self._workflow_id)
+        return await self._engine.await_result(self._workflow_id, self._hint)
 
     async def get_status(self) -> WorkflowInfo:
         """A snapshot of the workflow as recorded now."""
-        return await self._runtime.get_workflow_status(self._workflow_id)
+        return await self._engine.get_workflow_status(self._workflow_id)

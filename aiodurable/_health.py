@@ -89,7 +89,7 @@ class _LoopState:
 
 class Loops:
     """The supervised background loops of one runtime; ``spawn`` runs a coroutine in the
-    runtime's own task set (cancelled when it closes)."""
+    runtime's task group (cancelled and awaited when it closes)."""
 
     def __init__(self, spawn: Callable[[Coroutine[Any, Any, None], str], object]) -> None:
         self._spawn = spawn

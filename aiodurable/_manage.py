@@ -1,7 +1,7 @@
 """Managing workflows: list, steps, cancel, resume, restart, fork, recover another executor.
 
-Each operation is a function of the runtime; :class:`Runtime` exposes them as methods and the
-package as module-level functions. Operations that need a workflow's function (resume, restart,
+Each operation is a function of a runtime's engine; :class:`Runtime` exposes them as methods and
+the package as module-level functions. Operations that need a workflow's function (resume, restart,
 fork) run it on this runtime when it has the function registered; otherwise (the command line,
 say) they leave it PENDING with no executor, and any live runtime that has the function and a
 matching application version takes it at once (it is told by a notification).
@@ -13,19 +13,22 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from ._exceptions import DurableError, WorkflowNotResumable
 from ._handle import WorkflowHandle
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus
-from ._store import NewWorkflow, WorkflowQuery, storable
+from ._records import NewWorkflow, WorkflowQuery, storable
 from ._validate import check_epoch
 from ._workflow import check_id, lookup
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from ._engine import Engine
 
 __all__ = [
+    "StatusFilter",
+    "TimeFilter",
+    "WorkflowFilter",
     "cancel_workflow",
     "fork_workflow",
     "list_steps",
@@ -40,6 +43,36 @@ logger = logging.getLogger("aiodurable")
 
 StatusFilter = str | WorkflowStatus | Sequence[str | WorkflowStatus] | None
 TimeFilter = datetime | float | None
+
+
+class WorkflowFilter(TypedDict, total=False):
+    """The filters of ``list_workflows``, all optional; a workflow is listed when it matches
+    every filter given.
+
+    - ``status``: one status or several (default: any).
+    - ``name``, ``app_version``, ``executor_id``, ``queue_name``: equal to;
+      ``workflow_id_prefix``: the workflow ID starts with it.
+    - ``start_time``/``end_time``: bounds of the creation time, as aware datetimes or POSIX
+      timestamps.
+    - ``limit``, ``offset``: a page of the listing; ``sort_desc``: newest first (default
+      False: oldest first).
+    - ``load_input``/``load_output`` (default True): False leaves inputs and outputs out
+      (``None``) of a long listing.
+    """
+
+    status: StatusFilter
+    name: str | None
+    workflow_id_prefix: str | None
+    app_version: str | None
+    executor_id: str | None
+    queue_name: str | None
+    start_time: TimeFilter
+    end_time: TimeFilter
+    limit: int | None
+    offset: int | None
+    sort_desc: bool
+    load_input: bool
+    load_output: bool
 
 
 def _statuses(status: StatusFilter) -> tuple[str, ...]:
@@ -94,75 +127,68 @@ def _text(name: str, value: str | None) -> str | None:
     return value
 
 
-async def list_workflows(
-    rt: Runtime,
-    *,
-    status: StatusFilter = None,
-    name: str | None = None,
-    workflow_id_prefix: str | None = None,
-    app_version: str | None = None,
-    executor_id: str | None = None,
-    queue_name: str | None = None,
-    start_time: TimeFilter = None,
-    end_time: TimeFilter = None,
-    limit: int | None = None,
-    offset: int | None = None,
-    sort_desc: bool = False,
-    load_input: bool = True,
-    load_output: bool = True,
-) -> list[WorkflowInfo]:
-    """Workflows matching every filter given, oldest first (``sort_desc``: newest first).
+def _query(filters: WorkflowFilter) -> WorkflowQuery:
+    """The store's query for ``filters``, each checked, with the defaults of ``list_workflows``."""
+    unknown = sorted(set(filters) - WorkflowFilter.__optional_keys__)
+    if unknown:
+        raise TypeError(
+            f"list_workflows() got an unexpected keyword argument {unknown[0]!r}; its filters"
+            f" are {', '.join(sorted(WorkflowFilter.__optional_keys__))}"
+        )
+    return WorkflowQuery(
+        statuses=_statuses(filters.get("status")),
+        name=_text("name", filters.get("name")),
+        workflow_id_prefix=_text("workflow_id_prefix", filters.get("workflow_id_prefix")),
+        app_version=_text("app_version", filters.get("app_version")),
+        executor_id=_text("executor_id", filters.get("executor_id")),
+        queue_name=_text("queue_name", filters.get("queue_name")),
+        start_time=_seconds("start_time", filters.get("start_time")),
+        end_time=_seconds("end_time", filters.get("end_time")),
+        limit=_count("limit", filters.get("limit")),
+        offset=_count("offset", filters.get("offset")),
+        sort_desc=filters.get("sort_desc", False),
+        load_input=filters.get("load_input", True),
+        load_output=filters.get("load_output", True),
+    )
 
-    ``status`` takes one status or several; times filter on creation and take aware datetimes or
-    POSIX timestamps. ``load_input=False``/``load_output=False`` leave inputs and outputs out.
+
+async def list_workflows(engine: Engine, **filters: Unpack[WorkflowFilter]) -> list[WorkflowInfo]:
+    """Workflows matching every filter given (see :class:`WorkflowFilter`), oldest first.
+
     A filter that no workflow could match (text with NUL, a time or count beyond 64 bits)
     raises ``ValueError``; a row whose values cannot be decoded is listed with ``decode_error``.
     """
-    query = WorkflowQuery(
-        statuses=_statuses(status),
-        name=_text("name", name),
-        workflow_id_prefix=_text("workflow_id_prefix", workflow_id_prefix),
-        app_version=_text("app_version", app_version),
-        executor_id=_text("executor_id", executor_id),
-        queue_name=_text("queue_name", queue_name),
-        start_time=_seconds("start_time", start_time),
-        end_time=_seconds("end_time", end_time),
-        limit=_count("limit", limit),
-        offset=_count("offset", offset),
-        sort_desc=sort_desc,
-        load_input=load_input,
-        load_output=load_output,
-    )
-    rows = await rt.store.list_workflows(query)
-    return [rt.info(row, load_data=load_input or load_output) for row in rows]
+    query = _query(filters)
+    rows = await engine.store.list_workflows(query)
+    return [engine.codec.info(row, load_data=query.load_input or query.load_output) for row in rows]
 
 
-async def list_steps(rt: Runtime, workflow_id: str) -> list[StepInfo]:
+async def list_steps(engine: Engine, workflow_id: str) -> list[StepInfo]:
     """The journal of a workflow in function-ID order; :class:`WorkflowNotFound` if unknown."""
-    await rt.store.require_workflow(workflow_id)
-    journal = await rt.store.load_journal(workflow_id)
-    return [rt.step_info(workflow_id, entry) for entry in journal.values()]
+    await engine.store.require_workflow(workflow_id)
+    journal = await engine.store.load_journal(workflow_id)
+    return [engine.codec.step_info(workflow_id, entry) for entry in journal.values()]
 
 
-async def cancel_workflow(rt: Runtime, workflow_id: str) -> None:
+async def cancel_workflow(engine: Engine, workflow_id: str) -> None:
     """Cancel a PENDING or ENQUEUED workflow: it stops at its next checkpoint (at once if it is
     waiting in recv, sleep or get_event), is never recovered, and its waiters get
     :class:`WorkflowCancelled`. A finished workflow is left as it is."""
-    await rt.store.require_workflow(workflow_id)
-    await rt.store.set_status(
-        workflow_id, "CANCELLED", only_from=["PENDING", "ENQUEUED"], now=rt.clock.now()
+    await engine.store.require_workflow(workflow_id)
+    await engine.store.set_status(
+        workflow_id, "CANCELLED", only_from=["PENDING", "ENQUEUED"], now=engine.clock.now()
     )
-    rt.cancel_local(workflow_id)
+    engine.executor.cancel_local(workflow_id)
 
 
-async def resume_workflow(rt: Runtime, workflow_id: str) -> WorkflowHandle[Any]:
+async def resume_workflow(engine: Engine, workflow_id: str) -> WorkflowHandle[Any]:
     """Continue a CANCELLED or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow from its last completed
     step, on the current application version (an ENQUEUED one starts at once, bypassing its
     queue). A SUCCESS, ERROR or PENDING workflow is left as it is; a PENDING one of another
     application version raises :class:`WorkflowNotResumable`, which says what to do instead.
     Returns its handle."""
-    row = await rt.store.require_workflow(workflow_id)
-    if row.status == WorkflowStatus.PENDING and row.app_version not in ("", rt.app_version):
+    row = await engine.store.require_workflow(workflow_id)
+    if row.status == WorkflowStatus.PENDING and row.app_version not in ("", engine.app_version):
         raise WorkflowNotResumable(
             workflow_id,
             f"workflow {workflow_id!r} is PENDING on application version {row.app_version!r}"
@@ -174,21 +200,23 @@ async def resume_workflow(rt: Runtime, workflow_id: str) -> WorkflowHandle[Any]:
         )
     wdef = lookup(row.name)
     if wdef is not None:
-        resumed = await rt.store.resume(workflow_id, rt.executor_id, rt.app_version, rt.clock.now())
+        resumed = await engine.store.resume(
+            workflow_id, engine.executor_id, engine.app_version, engine.clock.now()
+        )
         if resumed is not None:
-            await rt.relaunch(resumed)
+            await engine.executor.relaunch(resumed)
     else:
-        await rt.store.resume(workflow_id, "", "", rt.clock.now())
-    return rt.handle(workflow_id, row.name)
+        await engine.store.resume(workflow_id, "", "", engine.clock.now())
+    return engine.handle(workflow_id, row.name)
 
 
-async def restart_workflow(rt: Runtime, workflow_id: str) -> WorkflowHandle[Any]:
+async def restart_workflow(engine: Engine, workflow_id: str) -> WorkflowHandle[Any]:
     """Start the workflow again from the beginning under a new ID, with the same inputs."""
-    return await fork_workflow(rt, workflow_id, 1)
+    return await fork_workflow(engine, workflow_id, 1)
 
 
 async def fork_workflow(
-    rt: Runtime,
+    engine: Engine,
     workflow_id: str,
     start_step: int,
     *,
@@ -205,8 +233,8 @@ async def fork_workflow(
         raise ValueError(
             f"start_step must be a function ID >= 0 (function IDs count from 1), not {start_step!r}"
         )
-    row = await rt.store.require_workflow(workflow_id)
-    last = await rt.store.last_function_id(workflow_id)
+    row = await engine.store.require_workflow(workflow_id)
+    last = await engine.store.last_function_id(workflow_id)
     if start_step > last + 1:
         raise ValueError(
             f"start_step {start_step} is past the journal of {workflow_id!r}, whose last function"
@@ -216,44 +244,44 @@ async def fork_workflow(
         str(uuid.uuid4()) if new_workflow_id is None else check_id("workflow ID", new_workflow_id)
     )
     wdef = lookup(row.name)
-    version = app_version or (rt.app_version if wdef is not None else "")
-    runs_here = wdef is not None and version == rt.app_version
+    version = app_version or (engine.app_version if wdef is not None else "")
+    runs_here = wdef is not None and version == engine.app_version
     new = NewWorkflow(
         workflow_id=new_id,
         name=row.name,
         format=row.format,
         inputs=row.inputs or b"",
-        created_at=rt.clock.now(),
+        created_at=engine.clock.now(),
         app_version=version,
-        executor_id=rt.executor_id if runs_here else "",
+        executor_id=engine.executor_id if runs_here else "",
     )
-    await rt.store.fork(workflow_id, new, start_step)
+    await engine.store.fork(workflow_id, new, start_step)
     if runs_here:
-        forked = await rt.store.require_workflow(new_id)
-        await rt.relaunch(forked)
-    return rt.handle(new_id, row.name)
+        forked = await engine.store.require_workflow(new_id)
+        await engine.executor.relaunch(forked)
+    return engine.handle(new_id, row.name)
 
 
-async def recover_executor(rt: Runtime, executor_id: str) -> list[str]:
+async def recover_executor(engine: Engine, executor_id: str) -> list[str]:
     """Hand the PENDING workflows of another executor, which must be gone, to the live runtimes
     of their application version (this one included); return their IDs."""
     check_id("executor ID", executor_id)
-    if executor_id == rt.executor_id:
-        return await rt.recover()
-    if await rt.store.executor_alive(executor_id):
+    if executor_id == engine.executor_id:
+        return await engine.recover()
+    if await engine.store.executor_alive(executor_id):
         raise DurableError(
             f"executor {executor_id!r} is still alive (a runtime holds its lock); stop that"
             " process first, or let it recover its own workflows"
         )
-    released = await rt.store.release_executor(executor_id, rt.clock.now())
-    rt.wake_claimer()
+    released = await engine.store.release_executor(executor_id, engine.clock.now())
+    engine.recovery.wake_claimer()
     return released
 
 
-async def log_other_versions(rt: Runtime) -> None:
+async def log_other_versions(engine: Engine) -> None:
     """Log one WARNING when PENDING or ENQUEUED workflows of other application versions exist:
     they will not run here, and nothing else would say so."""
-    counts = await rt.store.other_version_counts(rt.app_version)
+    counts = await engine.store.other_version_counts(engine.app_version)
     if not counts:
         return
     per_version: dict[str, list[str]] = {}
@@ -270,7 +298,7 @@ async def log_other_versions(rt: Runtime) -> None:
         " resume ID' (it continues from its last completed step). Pin app_version= (or"
         " AIODURABLE_APP_VERSION) if your edits keep in-flight workflows compatible.",
         total,
-        rt.app_version,
+        engine.app_version,
         listing,
         first,
     )

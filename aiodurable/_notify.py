@@ -2,8 +2,9 @@
 
 Notifications signal; they never carry data. A payload names what changed, as a JSON array such as
 ``["w", workflow_id, status]`` (a workflow's status changed), ``["m", workflow_id, topic]`` (a
-message arrived) or ``["e", workflow_id, key]`` (an event was set). A waiter is keyed by the first
-two or three items it cares about.
+message arrived) or ``["e", workflow_id, key]`` (an event was set); the kinds are the members of
+:class:`~aiodurable._signals.Signal`. A waiter is keyed by the first two or three items it cares
+about.
 
 The protocol a waiter follows, so that no wake-up is lost::
 
@@ -31,6 +32,7 @@ import asyncpg
 import orjson
 
 from ._clock import Clock, SystemClock
+from ._signals import Signal
 
 __all__ = ["Notifier", "Waiter"]
 
@@ -242,7 +244,7 @@ class Notifier:
                 logger.info("LISTEN connection restored")
                 # Anything may have changed while the connection was down.
                 self.wake_all()
-                self._publish(("reconnected",))
+                self._publish((Signal.RECONNECTED.value,))
                 break
 
     async def _watch(self) -> None:

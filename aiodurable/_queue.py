@@ -1,8 +1,8 @@
 """Queues: run workflows in the background within limits that hold across processes.
 
 ``q.enqueue(fn, *args)`` records the workflow as ENQUEUED and notifies; every open runtime with
-the function registered dispatches the queue (``_runtime``), claiming queued workflows in one
-transaction under a per-queue advisory lock, so the global ``concurrency`` and the rate limit
+the function registered dispatches the queue (``_engine._dispatch``), claiming queued workflows in
+one transaction under a per-queue advisory lock, so the global ``concurrency`` and the rate limit
 hold across every process sharing the database, while ``worker_concurrency`` bounds each process.
 """
 
@@ -24,13 +24,13 @@ from ._context import (
 from ._current import current_engine
 from ._exceptions import DuplicateWorkflowError
 from ._handle import WorkflowHandle
+from ._records import NewWorkflow
 from ._serde import return_hint
-from ._store import NewWorkflow
 from ._validate import check_id, check_priority
 from ._workflow import WorkflowDef, definition_of
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from ._engine import Engine
 
 __all__ = ["EnqueueOptions", "Queue", "RateLimit", "registered_queues"]
 
@@ -195,22 +195,22 @@ class EnqueueOptions:
     ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
         """Record ``fn(*args, **kwargs)`` as ENQUEUED with these options; return its handle."""
         wdef = definition_of(fn)
-        rt = current_engine()
+        engine = current_engine()
         assigned = self.workflow_id or take_assigned_id()
         parent = current_workflow()
-        if parent is not None and not in_step() and parent.engine is rt:
+        if parent is not None and not in_step() and parent.engine is engine:
             function_id = parent.next_function_id()
             parent_id = parent.workflow_id
 
             def enqueue(child_id: str) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
-                return self._enqueue(rt, wdef, args, kwargs, child_id, parent_id)
+                return self._enqueue(engine, wdef, args, kwargs, child_id, parent_id)
 
-            return rt.attach_child(parent, function_id, wdef.name, assigned, enqueue)
-        return self._enqueue(rt, wdef, args, kwargs, assigned, None)
+            return engine.attach_child(parent, function_id, wdef.name, assigned, enqueue)
+        return self._enqueue(engine, wdef, args, kwargs, assigned, None)
 
     async def _enqueue(
         self,
-        rt: Runtime,
+        engine: Engine,
         wdef: WorkflowDef,
         args: tuple[object, ...],
         kwargs: dict[str, object],
@@ -218,16 +218,16 @@ class EnqueueOptions:
         parent_id: str | None,
     ) -> WorkflowHandle[Any]:
         wid = workflow_id or str(uuid.uuid4())
-        inputs = rt.encode_inputs(wdef, args, kwargs)
+        inputs = engine.codec.encode_inputs(wdef, args, kwargs)
         timeout = workflow_timeout()
-        now = rt.clock.now()
+        now = engine.clock.now()
         new = NewWorkflow(
             workflow_id=wid,
             name=wdef.name,
-            format=rt.serializer.name,
+            format=engine.serializer.name,
             inputs=inputs,
             created_at=now,
-            app_version=rt.app_version,
+            app_version=engine.app_version,
             executor_id="",
             parent_workflow_id=parent_id,
             deadline_at=None if timeout is None else now + timeout,
@@ -237,12 +237,12 @@ class EnqueueOptions:
             deduplication_id=self.deduplication_id,
         )
         try:
-            await rt.store.enqueue(new)
+            await engine.store.enqueue(new)
         except DuplicateWorkflowError:
             if self.on_duplicate == "return" and self.deduplication_id is not None:
-                existing = await rt.store.deduplicated(self.queue.name, self.deduplication_id)
+                existing = await engine.store.deduplicated(self.queue.name, self.deduplication_id)
                 if existing is not None:
-                    return rt.handle(existing, wdef.name)
+                    return engine.handle(existing, wdef.name)
             raise
-        rt.wake_dispatcher()
-        return WorkflowHandle(rt, wid, hint=return_hint(wdef.fn))
+        engine.dispatcher.wake()
+        return WorkflowHandle(engine, wid, hint=return_hint(wdef.fn))

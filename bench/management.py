@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 from aiodurable import Runtime
+from aiodurable.testing import hooks
 
 
 async def timed(run: Callable[[], Awaitable[object]], count: int = 50) -> list[float]:
@@ -36,7 +37,7 @@ async def main(url: str | None, rows: int) -> None:
     schema = f"bench_list_{uuid.uuid4().hex[:8]}"
     async with AsyncExitStack() as stack:
         rt = await stack.enter_async_context(Runtime(url, schema=schema, recover=False))
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             await conn.execute(
                 f"INSERT INTO {schema}.workflows (workflow_id, status, name, format, inputs,"
                 " output, created_at, updated_at, app_version, executor_id)"
@@ -48,7 +49,7 @@ async def main(url: str | None, rows: int) -> None:
             )
             await conn.execute(f"ANALYZE {schema}.workflows")
         cases: dict[str, Callable[[], Awaitable[object]]] = {
-            "SELECT 1 (floor)": lambda: rt.store.pool.fetchval("SELECT 1"),
+            "SELECT 1 (floor)": lambda: hooks(rt).store.pool.fetchval("SELECT 1"),
             "status=ERROR, limit=50": lambda: rt.list_workflows(status="ERROR", limit=50),
             "status=ERROR, limit=50, newest first": lambda: rt.list_workflows(
                 status="ERROR", limit=50, sort_desc=True
@@ -67,7 +68,7 @@ async def main(url: str | None, rows: int) -> None:
             samples = sorted(await timed(run))
             p99 = samples[min(len(samples) - 1, round(0.99 * len(samples)) - 1)]
             print(f"{label:<40} {statistics.median(samples):>8.2f} {p99:>8.2f}")
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             await conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 

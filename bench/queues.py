@@ -16,6 +16,7 @@ import time
 import uuid
 
 from aiodurable import Queue, Runtime, WorkflowHandle, step, workflow
+from aiodurable.testing import hooks
 
 idle = Queue("bench-idle")
 wide = Queue("bench-wide", concurrency=64)
@@ -65,7 +66,7 @@ async def main(url: str | None, count: int) -> None:
             f" workflows/s end to end (enqueued by 64 callers in {enqueued_in:.1f} s, while"
             " the dispatcher was already running them)"
         )
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             await conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 

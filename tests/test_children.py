@@ -11,6 +11,7 @@ import pytest
 
 import aiodurable
 from aiodurable import WorkflowHandle, WorkflowStatus, step, workflow
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 from .gates import Gates
@@ -81,7 +82,7 @@ async def parent_catches() -> str:
 
 
 async def _rows(rt: aiodurable.Runtime) -> dict[str, tuple[str, str | None]]:
-    async with rt.store.pool.acquire() as conn:
+    async with hooks(rt).store.pool.acquire() as conn:
         rows = await conn.fetch(
             f"SELECT workflow_id, status, parent_workflow_id FROM {rt.schema}.workflows"
         )
@@ -97,7 +98,7 @@ async def test_child_id_is_parent_and_function_id_and_journaled_in_the_parent(
     async with runtime() as rt:
         with aiodurable.set_workflow_id("p1"):
             assert await parent_awaits("a") == "got A"
-        journal = await rt.store.load_journal("p1")
+        journal = await hooks(rt).store.load_journal("p1")
         rows = await _rows(rt)
     assert [(e.function_id, e.name, e.child_workflow_id) for e in journal.values()] == [
         (1, "prepare", None),
@@ -113,7 +114,7 @@ async def test_set_workflow_id_names_the_child(runtime: RuntimeFactory) -> None:
     async with runtime() as rt:
         with aiodurable.set_workflow_id("p2"):
             assert await parent_names_child("chosen-child") == "NAMED"
-        journal = await rt.store.load_journal("p2")
+        journal = await hooks(rt).store.load_journal("p2")
         rows = await _rows(rt)
     assert journal[1].child_workflow_id == "chosen-child"
     assert rows == {"p2": ("SUCCESS", None), "chosen-child": ("SUCCESS", "p2")}
@@ -131,7 +132,7 @@ async def test_start_workflow_in_a_workflow_starts_a_child_without_awaiting_it(
         await parked("p3-1")
         assert (await rt.get_workflow_status("p3")).status is WorkflowStatus.SUCCESS
         assert (await rt.get_workflow_status("p3-1")).status is WorkflowStatus.PENDING
-        assert (await rt.store.load_journal("p3"))[1].child_workflow_id == "p3-1"
+        assert (await hooks(rt).store.load_journal("p3"))[1].child_workflow_id == "p3-1"
         release("p3-1")
         handle: WorkflowHandle[str] = await rt.retrieve_workflow("p3-1")
         assert await handle.get_result() == "LATER"
@@ -156,7 +157,7 @@ async def test_recovered_parent_attaches_to_the_same_child_even_without_its_chec
         with aiodurable.set_workflow_id("p5"):
             await rt.start_workflow(parent_awaits, "b")
         await parked("p5-2")
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             await conn.execute(
                 f"DELETE FROM {rt.schema}.steps WHERE workflow_id = 'p5' AND function_id = 2"
             )
@@ -164,7 +165,7 @@ async def test_recovered_parent_attaches_to_the_same_child_even_without_its_chec
     async with runtime() as rt:
         assert await (await rt.retrieve_workflow("p5")).get_result() == "got B"
         rows = await _rows(rt)
-        journal = await rt.store.load_journal("p5")
+        journal = await hooks(rt).store.load_journal("p5")
     assert rows == {"p5": ("SUCCESS", None), "p5-2": ("SUCCESS", "p5")}
     assert journal[2].child_workflow_id == "p5-2"
     assert runs["p5-2"] == 1

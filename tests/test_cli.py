@@ -11,6 +11,7 @@ import pytest
 
 import aiodurable
 from aiodurable import WorkflowStatus
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 from .proc import Child
@@ -87,7 +88,7 @@ async def test_cancel_resume_restart_fork(runtime: RuntimeFactory, cli: Cli) -> 
         cancelled = await cli.json("cancel", "cli-2")
         assert isinstance(cancelled, dict) and cancelled["status"] == "CANCELLED"
         release("cli-2")
-        await rt.wait_stopped("cli-2")
+        await hooks(rt).wait_stopped("cli-2")
         assert runs[("cli-2", "y-3")] == 0
 
         code, out = await cli("resume", "cli-2")

@@ -18,6 +18,7 @@ from aiodurable import (
     WorkflowStatus,
     workflow,
 )
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 from .proc import Child
@@ -124,7 +125,7 @@ async def test_untopiced_recv_ignores_topiced_messages(runtime: RuntimeFactory) 
         await aiodurable.send(handle.workflow_id, {"plain": 1})
         await aiodurable.send(handle.workflow_id, [2])
         assert await handle.get_result() == [{"plain": 1}, [2]]
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             left = await conn.fetch(f"SELECT topic FROM {rt.schema}.messages")
         assert [r["topic"] for r in left] == ["t"]
 
@@ -138,7 +139,7 @@ async def test_idempotency_key_delivers_once(runtime: RuntimeFactory) -> None:
         await aiodurable.send(handle.workflow_id, "refund", "pay", idempotency_key="k2")
         assert await handle.get_result() == ["paid", "refund"]
         await aiodurable.send(handle.workflow_id, "paid", "pay", idempotency_key="k1")
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             assert await conn.fetchval(f"SELECT count(*) FROM {rt.schema}.messages") == 0
 
 
@@ -153,7 +154,7 @@ async def test_send_to_unknown_workflow_raises_not_found(runtime: RuntimeFactory
     async with runtime() as rt:
         with pytest.raises(WorkflowNotFound):
             await aiodurable.send("nobody-here", "hello")
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             assert await conn.fetchval(f"SELECT count(*) FROM {rt.schema}.messages") == 0
 
 
@@ -166,7 +167,7 @@ async def test_events_publish_latest_value_and_wake_readers(runtime: RuntimeFact
         assert await handle.get_result() == "done"
         assert await aiodurable.get_event(handle.workflow_id, "status") == "finished 7"
         assert await aiodurable.get_event(handle.workflow_id, "missing", timeout=0.1) is None
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             history = await conn.fetch(
                 f"SELECT function_id, key FROM {rt.schema}.event_history ORDER BY function_id"
             )
@@ -184,7 +185,7 @@ async def test_get_event_in_a_workflow_replays_the_value_first_read(
         handle = await rt.start_workflow(reader, target.workflow_id)
         wid = handle.workflow_id
         await arrivals.setdefault(wid, asyncio.Event()).wait()
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             # The event moves on while the reader is down.
             await conn.execute(
                 f"UPDATE {rt.schema}.events SET value = '\"changed\"' WHERE workflow_id = $1",
@@ -207,7 +208,7 @@ async def test_notify_wakes_recv_without_the_fallback(runtime: RuntimeFactory) -
     """With the fallback re-read an hour away, a send still wakes a waiting recv at once."""
     async with runtime(notify_fallback=3600) as rt:
         handle = await rt.start_workflow(recv_once, "x", 60.0)
-        await rt.notifier.until_waiting(1)
+        await hooks(rt).notifier.until_waiting(1)
         await aiodurable.send(handle.workflow_id, "now", "x")
         async with asyncio.timeout(5):
             assert await handle.get_result() == "now"
@@ -222,7 +223,7 @@ async def test_durable_sleep_records_wake_up_and_resumes_the_remainder(
         handle = await rt.start_workflow(sleeper, 1.5)
         wid = handle.workflow_id
         await clock.sleeping.wait()
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             wake = await conn.fetchval(
                 f"SELECT output FROM {rt.schema}.steps WHERE workflow_id = $1", wid
             )
@@ -246,7 +247,7 @@ async def test_bad_values_and_timeouts_are_refused(runtime: RuntimeFactory) -> N
         handle = await rt.start_workflow(parked)
         with pytest.raises(SerializationError, match="message"):
             await aiodurable.send(handle.workflow_id, object())
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             assert await conn.fetchval(f"SELECT count(*) FROM {rt.schema}.messages") == 0
         for bad in (-1, "soon", float("nan")):
             with pytest.raises(ValueError, match="timeout"):
@@ -271,7 +272,7 @@ async def test_unserializable_event_value_fails_before_writing(runtime: RuntimeF
         handle = await rt.start_workflow(bad_event)
         with pytest.raises(SerializationError, match="event 'k'"):
             await handle.get_result()
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             assert await conn.fetchval(f"SELECT count(*) FROM {rt.schema}.events") == 0
 
 
@@ -282,7 +283,7 @@ async def test_terminated_backends_lose_no_wakeup_and_no_message(
     complete after the sends."""
     async with runtime(notify_fallback=3600) as rt:
         handles = [await rt.start_workflow(recv_once, "t", 60.0) for _ in range(20)]
-        await rt.notifier.until_waiting(20)
+        await hooks(rt).notifier.until_waiting(20)
         admin = await asyncpg.connect(database_url)
         try:
             killed = await admin.fetchval(
@@ -311,7 +312,7 @@ async def test_five_thousand_waiting_workflows_all_wake(
         handles = await asyncio.gather(
             *(rt.start_workflow(recv_once, "wake", 300.0) for _ in range(count))
         )
-        await rt.notifier.until_waiting(count)
+        await hooks(rt).notifier.until_waiting(count)
         per_workflow_kib = (_rss_kib() - before) / count
         await asyncio.gather(*(aiodurable.send(h.workflow_id, "up", "wake") for h in handles))
         results = await asyncio.gather(*(h.get_result() for h in handles))
@@ -352,7 +353,7 @@ async def test_send_from_a_workflow_is_exactly_once_across_a_crash(
         second = Child("comm_app.py", "send", target.workflow_id, env=env)
         assert "sent" in await second.expect("RESULT")
         assert await second.wait() == 0
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             count = await conn.fetchval(
                 f"SELECT count(*) FROM {schema}.messages WHERE destination_id = $1",
                 target.workflow_id,

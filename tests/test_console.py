@@ -35,6 +35,7 @@ from aiodurable.console._live import MAX_STREAMS
 from aiodurable.console._render import PAGE_SIZE
 from aiodurable.console._security import COOKIE, COOKIE_LIFETIME, is_loopback_host
 from aiodurable.console._serve import ConsoleServer
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 
@@ -386,7 +387,7 @@ async def test_the_list_stays_fast_over_100k_workflows(runtime: RuntimeFactory) 
     """With 100,000 workflows, the list page (first page, a status filter, a name filter and a
     deep page) answers in well under a second."""
     async with runtime(recover=False) as rt:
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             await conn.execute(
                 f"INSERT INTO {rt.schema}.workflows (workflow_id, status, name, format, inputs,"
                 " output, created_at, updated_at, app_version, executor_id)"
@@ -724,7 +725,7 @@ async def test_a_5_mb_value_gives_a_small_page(runtime: RuntimeFactory) -> None:
                 "state": None,
             }
         )
-        await rt.store.pool.execute(
+        await hooks(rt).store.pool.execute(
             f"UPDATE {rt.schema}.workflows SET error = $1 WHERE workflow_id = 'big-1'",
             old_record,
         )
@@ -744,7 +745,7 @@ async def test_queue_positions_show_for_the_rows_shown(runtime: RuntimeFactory) 
     """The list and a workflow's page show each ENQUEUED workflow's place in its queue, in
     dispatch order (priority, then age), counting the rows not shown too."""
     async with runtime() as rt:
-        await rt.store.pool.execute(
+        await hooks(rt).store.pool.execute(
             f"INSERT INTO {rt.schema}.workflows (workflow_id, status, name, format, inputs,"
             " created_at, updated_at, app_version, executor_id, queue_name, priority)"
             " SELECT 'q-' || i, 'ENQUEUED', 'tests:parked', 'json', '{\"args\":[],\"kwargs\":{}}',"

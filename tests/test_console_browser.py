@@ -23,6 +23,7 @@ import uvicorn
 import aiodurable
 from aiodurable import Runtime, WorkflowStatus
 from aiodurable.console import create_app
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 
@@ -213,7 +214,7 @@ async def test_cancel_then_resume_from_the_workflow_page(runtime: RuntimeFactory
         await page.get_by_role("button", name="Cancel").click()
         await expect(status).to_have_text("CANCELLED")
         await expect(page.locator(".notice")).to_have_text("Cancelled.")
-        await rt.wait_stopped("order-c")
+        await hooks(rt).wait_stopped("order-c")
         assert (await rt.get_workflow_status("order-c")).status is WorkflowStatus.CANCELLED
         await aiodurable.send("order-c", "ok", "go")
         await expect(page.locator("#live")).to_contain_text('"ok"')

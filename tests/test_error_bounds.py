@@ -9,6 +9,7 @@ import pytest
 import aiodurable
 from aiodurable._error_bounds import ERROR_RECORD_LIMIT, MESSAGE_LIMIT, bounded_record
 from aiodurable._serde import JsonSerializer, decode_exception, encode_exception, error_record
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 
@@ -33,11 +34,11 @@ async def fails_itself(size: int) -> None:
 
 
 async def _error_sizes(rt: aiodurable.Runtime, workflow_id: str) -> tuple[int, list[int]]:
-    own = await rt.store.pool.fetchval(
+    own = await hooks(rt).store.pool.fetchval(
         f"SELECT octet_length(error) FROM {rt.schema}.workflows WHERE workflow_id = $1",
         workflow_id,
     )
-    steps = await rt.store.pool.fetch(
+    steps = await hooks(rt).store.pool.fetch(
         f"SELECT octet_length(error) AS n FROM {rt.schema}.steps WHERE workflow_id = $1"
         " AND error IS NOT NULL",
         workflow_id,
@@ -69,7 +70,7 @@ async def test_a_5_mb_error_is_stored_in_at_most_the_record_limit(
             message = str(again.value)
             assert len(message) < MESSAGE_LIMIT + 100
             assert message.endswith(f"[truncated: {HUGE:,} characters in all]")
-        row = await rt.store.require_workflow("big-workflow-error")
+        row = await hooks(rt).store.require_workflow("big-workflow-error")
         assert row.error is not None
         assert orjson.loads(row.error)["truncated"] is True
 

@@ -19,6 +19,7 @@ import pytest
 
 import aiodurable
 from aiodurable import Runtime, workflow
+from aiodurable.testing import hooks
 
 from .faults import (
     LOG_ENV,
@@ -221,7 +222,7 @@ async def test_recv_whose_consume_answer_is_lost_still_returns_the_message(
             await admin.execute(
                 "SELECT pg_notify($1, json_build_array('m', 'lost-answer-victim',"
                 " 'lost-answer')::text)",
-                rt.store.channel,
+                hooks(rt).store.channel,
             )
             await proxy.answer_lost.wait()
             cut = time.monotonic()

@@ -14,6 +14,7 @@ import pytest
 
 import aiodurable
 from aiodurable import Queue, Runtime, WorkflowStatus
+from aiodurable.testing import hooks
 
 from .apps import fence_app
 from .faults import poll, private_postgres, terminate_backends
@@ -147,7 +148,7 @@ async def test_a_runtime_with_a_queue_outlives_a_40_s_outage(schema: str) -> Non
             finally:
                 await admin.close()
             await rt.cancel_workflow("unassigned-1")
-            await rt.wait_stopped("unassigned-1")
+            await hooks(rt).wait_stopped("unassigned-1")
             loop = asyncio.get_running_loop()
             with LogWatch("aiodurable dispatcher paused", "aiodurable claimer paused") as watch:
                 await pg.stop()
@@ -169,7 +170,7 @@ async def test_a_runtime_with_a_queue_outlives_a_40_s_outage(schema: str) -> Non
                 )
                 await admin.execute(
                     "SELECT pg_notify($1, json_build_array('x', 'unassigned-1')::text)",
-                    rt.store.channel,
+                    hooks(rt).store.channel,
                 )
                 await _until(
                     admin,
@@ -180,7 +181,7 @@ async def test_a_runtime_with_a_queue_outlives_a_40_s_outage(schema: str) -> Non
             finally:
                 await admin.close()
             await rt.cancel_workflow("unassigned-1")
-            await rt.confirm_ownership()
+            await hooks(rt).confirm_ownership()
             assert rt.health().ok, rt.health().problems
 
 
@@ -223,8 +224,8 @@ async def test_dispatch_and_claiming_outlive_an_outage_longer_than_the_retry_bud
                     " WHERE workflow_id = 'claimed-1' AND name = 'aiodurable.sleep'",
                 )
                 await rt.cancel_workflow("claimed-1")
-                await rt.wait_stopped("claimed-1")
-                assert await rt.store.resume("claimed-1", "", "", rt.clock.now()) is not None
+                await hooks(rt).wait_stopped("claimed-1")
+                assert await hooks(rt).store.resume("claimed-1", "", "", rt.clock.now()) is not None
                 await _until(
                     admin,
                     f"SELECT executor_id = '{rt.executor_id}' FROM {schema}.workflows"

@@ -16,7 +16,7 @@ from aiodurable import (
     step,
     workflow,
 )
-from aiodurable.testing import TestClock
+from aiodurable.testing import TestClock, hooks
 
 from .conftest import RuntimeFactory
 
@@ -68,7 +68,7 @@ async def waits_too_long(kind: str) -> None:
 
 
 async def _count(rt: aiodurable.Runtime, table: str) -> int:
-    async with rt.store.pool.acquire() as conn:
+    async with hooks(rt).store.pool.acquire() as conn:
         return int(await conn.fetchval(f"SELECT count(*) FROM {rt.schema}.{table}"))
 
 
@@ -145,7 +145,7 @@ async def test_recv_and_get_event_without_limit_wait_until_something_arrives(
         assert await rt.get_event(pub.workflow_id, "k", timeout=math.inf) == "published"
         await rt.send(sub.workflow_id, "hello", "t")
         assert await sub.get_result() == ["published", "hello"]
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             assert await conn.fetchval(f"SELECT count(*) FROM {rt.schema}.waits") == 0
 
 

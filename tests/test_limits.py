@@ -13,6 +13,7 @@ import pytest
 
 import aiodurable
 from aiodurable import SerializationError, WorkflowStatus, step, workflow
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 
@@ -249,7 +250,7 @@ async def test_pickled_messages_events_and_steps_are_never_unpickled(
     trap = tmp_path / "unpickled"
     async with runtime() as rt:
         receiver = await rt.start_workflow(waits, "t")
-        await rt.notifier.until_waiting(1)
+        await hooks(rt).notifier.until_waiting(1)
         wid = receiver.workflow_id
         await admin.execute(
             f"INSERT INTO {schema}.events VALUES ($1, 'k', 'pickle', $2, 0)", wid, _trap(trap)
@@ -273,7 +274,7 @@ async def test_pickled_messages_events_and_steps_are_never_unpickled(
         )
         await admin.execute(
             "SELECT pg_notify($1, json_build_array('m', $2::text, 't')::text)",
-            rt.store.channel,
+            hooks(rt).store.channel,
             wid,
         )
         with pytest.raises(SerializationError, match="pickle"):

@@ -20,6 +20,7 @@ from aiodurable import (
     step,
     workflow,
 )
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 from .gates import Gates
@@ -84,7 +85,7 @@ async def child_of() -> str:
 async def wait_for_status(rt: Runtime, wid: str, status: WorkflowStatus) -> None:
     """Wait, woken by the runtime's notifications, until the workflow has ``status``."""
     async with asyncio.timeout(10):
-        with rt.notifier.watch("w", wid) as waiter:
+        with hooks(rt).notifier.watch("w", wid) as waiter:
             while True:
                 waiter.clear()
                 if (await rt.get_workflow_status(wid)).status is status:
@@ -164,7 +165,7 @@ async def test_cancel_stops_between_steps_and_resume_finishes_once(
         with pytest.raises(WorkflowCancelled):
             await handle.get_result()  # waiters learn at once, while the step still runs
         release(wid)  # the step in progress completes; the next one must not start
-        await rt.wait_stopped(wid)
+        await hooks(rt).wait_stopped(wid)
         assert (await handle.get_status()).status is WorkflowStatus.CANCELLED
         assert runs[(wid, "c-3")] == 0
         steps = await aiodurable.list_steps(wid)
@@ -189,7 +190,7 @@ async def test_old_handles_follow_a_resume(runtime: RuntimeFactory) -> None:
         with pytest.raises(WorkflowCancelled):
             await handle.get_result()
         release(wid)
-        await rt.wait_stopped(wid)
+        await hooks(rt).wait_stopped(wid)
         while_cancelled = await rt.retrieve_workflow(wid)
         remote = await observer.retrieve_workflow(wid)
         with pytest.raises(WorkflowCancelled):
@@ -209,7 +210,7 @@ async def test_cancel_interrupts_recv_at_once(runtime: RuntimeFactory) -> None:
     async with runtime() as rt:
         handle = await rt.start_workflow(waits_for_message)
         await arrived(handle.workflow_id)
-        await rt.notifier.until_waiting(1)
+        await hooks(rt).notifier.until_waiting(1)
         await aiodurable.cancel_workflow(handle.workflow_id)
         async with asyncio.timeout(5):
             with pytest.raises(WorkflowCancelled):
@@ -223,7 +224,7 @@ async def test_cancel_from_another_runtime_reaches_the_running_one(
     async with runtime(executor_id="runner") as runner:
         handle = await runner.start_workflow(waits_for_message)
         await arrived(handle.workflow_id)
-        await runner.notifier.until_waiting(1)
+        await hooks(runner).notifier.until_waiting(1)
         async with runtime(executor_id="operator") as operator:
             await operator.cancel_workflow(handle.workflow_id)
         async with asyncio.timeout(5):
@@ -326,8 +327,8 @@ async def test_children_inherit_the_deadline(runtime: RuntimeFactory) -> None:
         rows = {
             r.workflow_id: r.deadline_at
             for r in [
-                await rt.store.require_workflow(handle.workflow_id),
-                await rt.store.require_workflow(child_id),
+                await hooks(rt).store.require_workflow(handle.workflow_id),
+                await hooks(rt).store.require_workflow(child_id),
             ]
         }
         assert rows[handle.workflow_id] is not None

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import aiodurable
 from aiodurable import DurableError, Runtime, SerializationError, step, workflow
+from aiodurable.testing import hooks
 
 pytestmark = pytest.mark.anyio
 
@@ -163,7 +164,7 @@ async def _counts(rt: Runtime, workflow_id: str | None = None) -> dict[str, int]
         "event_history": "workflow_id",
         "messages": "destination_id",
     }
-    async with rt.store.pool.acquire() as conn:
+    async with hooks(rt).store.pool.acquire() as conn:
         counts: dict[str, int] = {}
         for table, column in tables.items():
             sql = f"SELECT count(*) FROM {rt.schema}.{table}"

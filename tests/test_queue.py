@@ -21,7 +21,7 @@ from aiodurable import (
     step,
     workflow,
 )
-from aiodurable.testing import TestClock
+from aiodurable.testing import TestClock, hooks
 
 from .conftest import RuntimeFactory
 from .proc import Child
@@ -130,7 +130,7 @@ async def test_rate_limit_holds_over_every_window(runtime: RuntimeFactory) -> No
         handles = [await limited.enqueue(quick) for _ in range(10)]
         for h in handles:
             await h.get_result()
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             starts = sorted(
                 r["started_at"]
                 for r in await conn.fetch(
@@ -173,7 +173,7 @@ async def test_rate_limit_admits_the_next_workflows_when_the_window_opens(
             # real seconds: a bound on a start that only the hour-long poll would make.
             async with asyncio.timeout(5):
                 await _event(arrivals, f"lingers-{2 * pair + 2}").wait()
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             starts = [
                 r["started_at"]
                 for r in await conn.fetch(

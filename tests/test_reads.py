@@ -17,6 +17,7 @@ import pytest
 import aiodurable
 from aiodurable import Runtime, SerializationError, WorkflowNotFound, WorkflowStatus, step, workflow
 from aiodurable.console import create_app
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 from .test_cli import Cli
@@ -65,7 +66,7 @@ def cli(database_url: str, schema: str) -> Cli:
 
 
 async def _tamper(rt: Runtime, sql: str, *args: object) -> None:
-    async with rt.store.pool.acquire() as conn:
+    async with hooks(rt).store.pool.acquire() as conn:
         assert await conn.execute(sql.format(s=rt.schema), *args) == "UPDATE 1"
 
 
@@ -259,7 +260,7 @@ async def test_reads_of_ids_no_row_can_have_are_not_found(
         with pytest.raises(WorkflowNotFound):
             await rt.fork_workflow(workflow_id, 1)
         with pytest.raises(WorkflowNotFound):
-            await rt.handle(workflow_id, "x").get_result()
+            await hooks(rt).handle(workflow_id, "x").get_result()
         assert [i.workflow_id for i in await rt.list_workflows()] == ["present"]
 
 

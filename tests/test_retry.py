@@ -17,6 +17,7 @@ from aiodurable import (
     step,
     workflow,
 )
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 
@@ -119,7 +120,7 @@ async def test_step_failing_twice_then_succeeding_returns_its_result(
     async with runtime(clock=clock) as rt:
         handle = await rt.start_workflow(run_fails_twice, "twice")
         assert await handle.get_result() == "ok after 3"
-        journal = await rt.store.load_journal(handle.workflow_id)
+        journal = await hooks(rt).store.load_journal(handle.workflow_id)
     assert attempts["twice"] == 3
     assert clock.waits == [pytest.approx(0.5, abs=0.05), pytest.approx(1.5, abs=0.05)]
     assert list(journal) == [1]
@@ -137,7 +138,7 @@ async def test_step_failing_every_time_raises_max_retries_exceeded_naming_attemp
         with pytest.raises(MaxRetriesExceeded) as caught:
             await handle.get_result()
         assert (await handle.get_status()).status is WorkflowStatus.ERROR
-        journal = await rt.store.load_journal(handle.workflow_id)
+        journal = await hooks(rt).store.load_journal(handle.workflow_id)
     exc = caught.value
     assert str(exc).startswith("step 'always_fails' failed 3 times")
     for i in (1, 2, 3):
@@ -235,9 +236,9 @@ async def test_exhausted_retries_replay_as_max_retries_exceeded(runtime: Runtime
     async with runtime(clock=SkippingClock()) as rt:
         handle = await rt.start_workflow(catches_exhaustion, "replayed")
         assert await handle.get_result() == "gave up: always_fails"
-        journal = await rt.store.load_journal(handle.workflow_id)
+        journal = await hooks(rt).store.load_journal(handle.workflow_id)
         with pytest.raises(MaxRetriesExceeded, match="failed 3 times"):
-            rt.replay(handle.workflow_id, journal[1], None)
+            hooks(rt).replay(handle.workflow_id, journal[1], None)
     assert attempts["replayed"] == 3
 
 
@@ -264,6 +265,6 @@ async def test_cancel_interrupts_a_retry_backoff_at_once(runtime: RuntimeFactory
         await first_attempts.setdefault("backoff", asyncio.Event()).wait()
         await rt.cancel_workflow(handle.workflow_id)
         async with asyncio.timeout(5):  # not the hour of the backoff
-            await rt.wait_stopped(handle.workflow_id)
+            await hooks(rt).wait_stopped(handle.workflow_id)
         assert (await handle.get_status()).status is WorkflowStatus.CANCELLED
         assert attempts["backoff"] == 1

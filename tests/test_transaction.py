@@ -17,6 +17,7 @@ import pytest
 
 import aiodurable
 from aiodurable import WorkflowStatus, step, transaction, workflow
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 from .gates import Gates
@@ -101,7 +102,7 @@ async def test_body_writes_and_journal_entry_commit_in_one_transaction(
         release("tx-together")
         with aiodurable.set_workflow_id("tx-together"):
             assert await book(table, "k-together", 10) == 20
-        journal = await rt.store.load_journal("tx-together")
+        journal = await hooks(rt).store.load_journal("tx-together")
     assert journal[1].name == "insert_row"
     assert journal[1].output == b"20"
     assert journal[1].error is None
@@ -143,7 +144,7 @@ async def test_exception_rolls_back_the_body_and_replay_reraises_it(
         with aiodurable.set_workflow_id("tx-fail"):
             await rt.start_workflow(book_failing, table, "k-fail")
         await parked("tx-fail")
-        journal = await rt.store.load_journal("tx-fail")
+        journal = await hooks(rt).store.load_journal("tx-fail")
     assert journal[1].output is None
     assert journal[1].error is not None and b"refused k-fail" in journal[1].error
     assert await _fetch(database_url, f"SELECT * FROM {table}") == []
@@ -337,7 +338,7 @@ async def test_app_database_url_runs_the_transaction_there_exactly_once(
     release("tx-app")
     async with runtime(**options) as rt:
         assert await (await rt.retrieve_workflow("tx-app")).get_result() == 10
-        journal = await rt.store.load_journal("tx-app")
+        journal = await hooks(rt).store.load_journal("tx-app")
     assert journal[1].name == "insert_row" and journal[1].output == b"10"  # adopted
     assert runs["k-app"] == 1
     assert len(await _fetch(app_database_url, f"SELECT * FROM {table}")) == 1
@@ -399,6 +400,6 @@ async def test_lost_connection_runs_the_transaction_again_instead_of_recording_i
     async with runtime() as rt:
         handle = await rt.start_workflow(book_through_outage, table, "k-outage")
         assert await handle.get_result() == 2
-        journal = await rt.store.load_journal(handle.workflow_id)
+        journal = await hooks(rt).store.load_journal(handle.workflow_id)
     assert journal[1].error is None and journal[1].output == b"2"
     assert len(await _fetch(database_url, f"SELECT * FROM {table}")) == 1

@@ -25,6 +25,7 @@ from aiodurable._validate import (
     check_priority,
     check_timeout,
 )
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 
@@ -236,7 +237,7 @@ BAD_CALLS: dict[str, tuple[Call, str]] = {
 
 
 async def _rows(rt: Runtime, sql: str, *args: object) -> list[asyncpg.Record]:
-    async with rt.store.pool.acquire() as conn:
+    async with hooks(rt).store.pool.acquire() as conn:
         return list(await conn.fetch(sql.replace("{s}", rt.schema), *args))
 
 
@@ -307,11 +308,11 @@ async def test_the_store_refuses_a_bad_row_whatever_the_path(runtime: RuntimeFac
         }
         for message, row in bad_rows.items():
             with pytest.raises(ValueError, match=message):
-                await rt.store.insert_workflow(row)
+                await hooks(rt).store.insert_workflow(row)
             with pytest.raises(ValueError, match=message):
-                await rt.store.enqueue(row)
+                await hooks(rt).store.enqueue(row)
         assert await _rows(rt, "SELECT 1 FROM {s}.workflows") == []
-        assert await rt.store.insert_workflow(good)
+        assert await hooks(rt).store.insert_workflow(good)
 
 
 # -- the row-by-row retry, for failures no validation foresees -----------------------------------

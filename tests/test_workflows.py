@@ -25,6 +25,7 @@ from aiodurable import (
     step,
     workflow,
 )
+from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
 from .gates import Gates
@@ -166,7 +167,7 @@ async def test_workflow_returns_result_and_records_success(runtime: RuntimeFacto
         assert info.output == result
         assert info.app_version == "test-version"
         assert info.executor_id == "test-executor"
-        steps = await rt.store.load_journal(handle.workflow_id)
+        steps = await hooks(rt).store.load_journal(handle.workflow_id)
         assert [s.name for s in steps.values()] == ["charge"]
 
 
@@ -176,7 +177,7 @@ async def test_direct_call_runs_durably_under_a_new_uuid(runtime: RuntimeFactory
         assert await checkout("o-2", 7) == Receipt(
             "o-2", 7, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
         )
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             ids = [
                 r["workflow_id"]
                 for r in await conn.fetch(f"SELECT workflow_id FROM {rt.schema}.workflows")
@@ -273,7 +274,7 @@ async def test_replay_returns_recorded_values_types_and_gather_order(
         handle = await rt.start_workflow(replayed, "r-1")
         wid = handle.workflow_id
         await parked(wid)
-        journal_before = await rt.store.load_journal(wid)
+        journal_before = await hooks(rt).store.load_journal(wid)
     # The first runtime closed with the workflow parked in its fourth step: it stays PENDING.
     gates.release(wid)
     async with runtime() as rt:
@@ -306,7 +307,7 @@ async def test_changed_code_raises_non_determinism_error_naming_both(
         handle = await rt.start_workflow(version_one)
         wid = handle.workflow_id
         await parked(wid)
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             await conn.execute(
                 f"UPDATE {rt.schema}.steps SET name = 'renamed_step' WHERE workflow_id = $1", wid
             )
@@ -333,7 +334,7 @@ async def test_non_serializable_argument_is_refused_and_nothing_written(
     async with runtime() as rt:
         with pytest.raises(SerializationError, match="amount"):
             await rt.start_workflow(checkout, "o", object())  # type: ignore[arg-type]
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             assert await conn.fetchval(f"SELECT count(*) FROM {rt.schema}.workflows") == 0
 
 
@@ -380,7 +381,7 @@ async def test_unknown_workflow_name_is_left_pending_and_others_recover(
         handle = await rt.start_workflow(version_one)
         wid = handle.workflow_id
         await parked(wid)
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             await conn.execute(
                 f"INSERT INTO {rt.schema}.workflows (workflow_id, status, name, format, inputs,"
                 " created_at, updated_at, app_version, executor_id)"

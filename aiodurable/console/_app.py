@@ -20,13 +20,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from .._engine import Engine
 from .._exceptions import DurableError, NoRuntimeError, WorkflowNotFound
 from .._models import WorkflowInfo, WorkflowStatus, from_timestamp
-from .._runtime import Runtime
-from .._store import StepRow
+from .._records import StepRow
+from .._runtime import Runtime, engine_of
 from . import _queries
 from ._live import Live
-from ._positions import queue_positions
 from ._render import (
     PAGE_SIZE,
     Filters,
@@ -69,7 +69,7 @@ class Console:
         self._database_url = database_url
         self._schema = schema
         self.guard = guard
-        self.live: Live = Live(self.runtime)
+        self.live: Live = Live(self.engine)
 
     def runtime(self) -> Runtime:
         """The open runtime the console reads and steers through."""
@@ -79,6 +79,10 @@ class Console:
                 " the console in another app (a mounted app's lifespan does not run)"
             )
         return self._runtime
+
+    def engine(self) -> Engine:
+        """The engine of :meth:`runtime`, which the console's own reads go through."""
+        return engine_of(self.runtime())
 
     @property
     def csrf(self) -> str:
@@ -300,16 +304,16 @@ async def _list_fragment(rt: Runtime, request: Request, filters: Filters) -> str
         if i.status is WorkflowStatus.ENQUEUED and i.queue_name is not None:
             waiting.setdefault(i.queue_name, []).append(i.workflow_id)
     for queue, ids in waiting.items():
-        positions.update(await queue_positions(rt, queue, ids))
+        positions.update(await _queries.queue_positions(engine_of(rt), queue, ids))
     return list_fragment(_base(request), filters, shown_infos, len(infos) > PAGE_SIZE, positions)
 
 
-def _step_line(entry: StepRow, rt: Runtime) -> StepLine:
+def _step_line(entry: StepRow, engine: Engine) -> StepLine:
     if entry.error is not None:
         outcome, failed = error_view(entry.error).short, True
     else:
         # The timeline shows 120 characters: 1 KiB of a value is plenty to find them in.
-        outcome, failed = shown(rt, entry.format, entry.output, limit=1024).text, False
+        outcome, failed = shown(engine, entry.format, entry.output, limit=1024).text, False
     started = from_timestamp(entry.started_at)
     completed = from_timestamp(entry.completed_at)
     assert started is not None and completed is not None
@@ -325,34 +329,34 @@ def _step_line(entry: StepRow, rt: Runtime) -> StepLine:
 
 
 async def _workflow_fragment(console: Console, request: Request, workflow_id: str) -> str:
-    rt = console.runtime()
-    row = await rt.store.require_workflow(workflow_id)
+    engine = console.engine()
+    row = await engine.store.require_workflow(workflow_id)
     # Values are decoded here, plainly and clipped, never through the workflow's annotations:
     # a page shows JSON, and a value too large or unreadable still leaves the page readable.
-    info: WorkflowInfo = rt.info(row, load_data=False)
-    inputs = shown(rt, row.format, row.inputs)
-    output = shown(rt, row.format, row.output) if row.status == "SUCCESS" else None
+    info: WorkflowInfo = engine.codec.info(row, load_data=False)
+    inputs = shown(engine, row.format, row.inputs)
+    output = shown(engine, row.format, row.output) if row.status == "SUCCESS" else None
     error_type = error_message = traceback = ""
     if row.error is not None:
         error = error_view(row.error)
         error_type, error_message, traceback = error.type, error.message, error.traceback
-    journal = list((await rt.store.load_journal(workflow_id)).values())
+    journal = list((await engine.store.load_journal(workflow_id)).values())
     hidden = max(0, len(journal) - STEP_LIMIT)
-    steps = [_step_line(entry, rt) for entry in journal[hidden:]]
+    steps = [_step_line(entry, engine) for entry in journal[hidden:]]
     children = [s.child_workflow_id for s in steps if s.child_workflow_id is not None]
     linked = [*children, *([info.parent_workflow_id] if info.parent_workflow_id else [])]
-    briefs = await _queries.workflow_briefs(rt, linked)
+    briefs = await _queries.workflow_briefs(engine, linked)
     events = [
-        (ev.key, shown(rt, ev.format, ev.value, clipped=ev.clipped), _at(ev.updated_at))
-        for ev in (await _queries.events(rt, workflow_id))[:EVENT_LIMIT]
+        (ev.key, shown(engine, ev.format, ev.value, clipped=ev.clipped), _at(ev.updated_at))
+        for ev in (await _queries.events(engine, workflow_id))[:EVENT_LIMIT]
     ]
     messages = [
-        (m.topic, shown(rt, m.format, m.value, clipped=m.clipped), _at(m.created_at))
-        for m in await _queries.messages(rt, workflow_id)
+        (m.topic, shown(engine, m.format, m.value, clipped=m.clipped), _at(m.created_at))
+        for m in await _queries.messages(engine, workflow_id)
     ]
     position = None
     if info.status is WorkflowStatus.ENQUEUED and info.queue_name is not None:
-        found = await queue_positions(rt, info.queue_name, [workflow_id])
+        found = await _queries.queue_positions(engine, info.queue_name, [workflow_id])
         position = found.get(workflow_id)
     ends = [info.updated_at if info.status.is_terminal else datetime.now(UTC)]
     ends += [s.completed_at for s in steps]

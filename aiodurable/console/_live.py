@@ -25,7 +25,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
-from .._runtime import Runtime
+from .._engine import Engine
+from .._signals import Signal
 from . import _queries
 from ._security import Receive, Scope, Send, is_storable, plain_response
 
@@ -42,14 +43,14 @@ LIFETIME = 60.0
 MAX_STREAMS = 32
 """The most streams open at once; each probes the database once a second."""
 
-_LIST_KINDS = frozenset({"w", "q", "x"})
-_WORKFLOW_KINDS = frozenset({"w", "m", "e"})
+_LIST_KINDS = frozenset({Signal.WORKFLOW, Signal.QUEUE, Signal.CLAIMABLE})
+_WORKFLOW_KINDS = frozenset({Signal.WORKFLOW, Signal.MESSAGE, Signal.EVENT})
 
 
 class Live:
     """The ``/events`` ASGI endpoint; ``runtime`` returns the console's open runtime."""
 
-    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+    def __init__(self, runtime: Callable[[], Engine]) -> None:
         self._runtime = runtime
         self._streams: set[asyncio.Task[None]] = set()
         self._stopped = False
@@ -117,7 +118,7 @@ class Live:
                 with contextlib.suppress(OSError):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _stream(self, rt: Runtime, workflow_id: str | None, send: Send) -> None:
+    async def _stream(self, rt: Engine, workflow_id: str | None, send: Send) -> None:
         probe: Callable[[], Awaitable[object]]
         if workflow_id is None:
             kinds = _LIST_KINDS
@@ -135,7 +136,7 @@ class Live:
             await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
 
         def relevant(key: tuple[str, ...]) -> bool:
-            if key[0] == "reconnected":
+            if key[0] == Signal.RECONNECTED:
                 return True
             return key[0] in kinds and (workflow_id is None or key[1:2] == (workflow_id,))
 

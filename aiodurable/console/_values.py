@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._engine import Engine
 from .._error_bounds import MESSAGE_LIMIT, clip_text, clip_traceback
 from .._exceptions import SerializationError
-from .._runtime import Runtime
 from .._serde import error_record
 from ._render import Value, pretty
 
@@ -27,7 +27,7 @@ VALUE_LIMIT = 16 * 1024
 
 
 def shown(
-    rt: Runtime, fmt: str, data: bytes | None, *, clipped: bool = False, limit: int = VALUE_LIMIT
+    rt: Engine, fmt: str, data: bytes | None, *, clipped: bool = False, limit: int = VALUE_LIMIT
 ) -> Value:
     """A recorded value (``clipped``: ``data`` is only its start) as a page shows it, in at most
     ``limit`` characters."""

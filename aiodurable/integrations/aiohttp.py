@@ -34,14 +34,12 @@ runtime too when it is the only runtime open in the process.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TypeAlias
 
 from aiohttp import web
 
-from .._current import _current
 from .._runtime import Runtime
 from ._source import RuntimeSource, make_runtime
 
@@ -73,8 +71,8 @@ def _entry(runtime: RuntimeSource, *, begins: bool) -> _CleanupCtx:
         rt = make_runtime(runtime)
         await rt.open(begin=False)
         # The entries after this one, which run in this task, act on this runtime when they
-        # call module-level functions, even with other runtimes open in the process.
-        token = _current.set(rt)
+        # call module-level functions, even with other runtimes open in the process: opening
+        # it made it this task's runtime.
         try:
             # Set during startup, before aiohttp freezes the application; left in place at
             # cleanup, since changing a frozen application is deprecated.
@@ -98,8 +96,6 @@ def _entry(runtime: RuntimeSource, *, begins: bool) -> _CleanupCtx:
                         await rt.begin()
             yield
         finally:
-            with contextlib.suppress(ValueError):  # exited in another context than entered
-                _current.reset(token)
             await rt.close()
 
     return first

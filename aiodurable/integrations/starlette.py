@@ -32,7 +32,6 @@ from typing import Any, TypeAlias, TypeVar
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
-from .._current import _current
 from .._runtime import Runtime
 from ._source import RuntimeSource, make_runtime
 
@@ -64,8 +63,7 @@ def durable_lifespan(
         rt = make_runtime(runtime)
         await rt.open(begin=False)
         # Module-level functions called by the application's own lifespan act on this runtime
-        # even when the process has others open.
-        token = _current.set(rt)
+        # even when the process has others open: opening it made it this task's runtime.
         try:
             setattr(app.state, STATE_KEY, rt)
             try:
@@ -82,8 +80,6 @@ def durable_lifespan(
             finally:
                 delattr(app.state, STATE_KEY)
         finally:
-            with contextlib.suppress(ValueError):  # exited in another context than entered
-                _current.reset(token)
             await rt.close()
 
     return run

@@ -24,16 +24,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
-
-import orjson
+from typing import Any
 
 from .._context import current_workflow
-from .._current import _open_runtimes
+from .._current import current_runtime, open_runtimes
 from .._exceptions import DurableError
-
-if TYPE_CHECKING:
-    from .._runtime import Runtime
+from .._runtime import Runtime, hooks
 
 __all__ = ["ClockMismatchError", "TestClock", "clock_of"]
 
@@ -247,9 +243,8 @@ class TestClock:
     # -- timers ------------------------------------------------------------------------------
 
     async def _wait_on(self, deadline: float | None, event: asyncio.Event | None) -> None:
-        ctx = current_workflow()
-        if ctx is not None:
-            self.bind(ctx.engine)
+        if current_workflow() is not None:
+            self.bind(current_runtime())
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         entry = _Wait(deadline, next(self._seq), loop.create_future(), event, task)
@@ -334,8 +329,7 @@ class TestClock:
         bound = self._runtime
         if bound is not None and bound.is_open:
             return bound
-
-        mine = [rt for rt in list(_open_runtimes) if rt.clock is self and rt.is_open]
+        mine = [rt for rt in open_runtimes() if rt.clock is self]
         if len(mine) > 1:
             raise ClockMismatchError(
                 f"{len(mine)} open runtimes share this TestClock; give each Runtime a TestClock"
@@ -356,18 +350,7 @@ class TestClock:
         ]
         if rt is None:
             return busy
-        running = rt._running  # the workflows this runtime executes now
-        waiting_tasks = {r.ctx.task for r in running.values() if r.ctx.waits > 0}
-        for wid, entry in running.items():
-            task = entry.ctx.task
-            if task is not None and not task.done() and entry.ctx.waits == 0:
-                busy.append(f"workflow {wid!r}")
-        own = rt._tasks  # the runtime's own tasks (deadline timers, dispatcher)
-        for task in self._woken:
-            if task is not me and not task.done() and task in own and task not in waiting_tasks:
-                if not any(r.ctx.task is task for r in running.values()):
-                    busy.append(f"task {task.get_name()!r}")
-        return busy
+        return busy + hooks(rt).busy([task for task in self._woken if task is not me])
 
     async def _settle(self, timeout: float | None) -> None:
         """Return once idle; ``TimeoutError`` after ``timeout`` real seconds (None: never)."""
@@ -397,13 +380,13 @@ class TestClock:
 
     async def _barrier(self, rt: Runtime) -> None:
         """A NOTIFY round trip: every notification committed before it has been dispatched."""
-        notifier = rt.notifier
+        testing = hooks(rt)
+        notifier = testing.notifier
         if notifier.connection is None:
             return
         token = f"{id(self)}-{next(self._seq)}"
-        payload = orjson.dumps([_BARRIER, token]).decode()
         with notifier.subscribe(maxsize=100_000) as keys:
-            await rt.store.pool.execute("SELECT pg_notify($1, $2)", rt.store.channel, payload)
+            await testing.store.notify(_BARRIER, token)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settle_timeout):
                     while await keys.get() != (_BARRIER, token):
@@ -417,21 +400,21 @@ class TestClock:
         rt = self._find_runtime()
         if rt is None:
             return
-        self._driver = rt.spawn(self._drive(), name="aiodurable TestClock driver")
+        self._driver = hooks(rt).spawn(self._drive(), name="aiodurable TestClock driver")
 
     async def _drive(self) -> None:
         """Jump to the next timer whenever the runtime is idle with a workflow running."""
         while True:
             rt = self._find_runtime()
             timer = self._earliest()
-            if rt is None or not rt._running or timer is None or timer.deadline is None:
+            if rt is None or not hooks(rt).running() or timer is None or timer.deadline is None:
                 await self._change(None)
                 continue
             async with self._exclusive():
                 await self._settle(None)
                 rt = self._find_runtime()
                 timer = self._earliest()
-                if rt is not None and rt._running and timer is not None and timer.deadline:
+                if rt is not None and hooks(rt).running() and timer is not None and timer.deadline:
                     self._fire_through(timer.deadline)
 
 

@@ -1,8 +1,8 @@
 """Crash simulation and replay checking, in process.
 
-:func:`crash_after` freezes a workflow right after a named step's checkpoint is written (the
-store's ``record_step`` is observed through an instance attribute that shadows the method for the
-duration: nothing else changes), crashes the runtime as a killed process would, and recovers it.
+:func:`crash_after` freezes a workflow right after a named step's checkpoint is written (observed
+through :meth:`TestingHooks.on_checkpoint`, for the duration: nothing else changes), crashes the
+runtime as a killed process would, and recovers it.
 """
 
 from __future__ import annotations
@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .._context import set_workflow_id
 from .._current import current_runtime
 from .._handle import WorkflowHandle
-from .._store import StepRow
-
-if TYPE_CHECKING:
-    from .._runtime import Runtime
+from .._records import StepRow
+from .._runtime import Runtime, hooks
 
 __all__ = ["CrashPointNotReached", "check_replay", "crash_after"]
 
@@ -51,43 +49,37 @@ async def crash_after(
     """
     if occurrence < 1:
         raise ValueError(f"occurrence counts from 1, not {occurrence!r}")
-    store = runtime.store
+    testing = hooks(runtime)
     wid = workflow_id or f"crash-after-{uuid.uuid4().hex}"
     loop = asyncio.get_running_loop()
     reached: asyncio.Future[None] = loop.create_future()
     frozen: asyncio.Future[None] = loop.create_future()  # never set: the crash cancels it
-    original = store.record_step
     seen = 0
 
-    async def record_step(workflow_id: str, entry: StepRow) -> StepRow | None:
+    async def written(workflow_id: str, entry: StepRow) -> None:
         nonlocal seen
-        existing = await original(workflow_id, entry)
         if workflow_id == wid and entry.name == step and not reached.done():
             seen += 1
             if seen == occurrence:
                 reached.set_result(None)
                 await frozen  # the checkpoint is written; the process "dies" here
-        return existing
 
-    # An instance attribute shadows the method for the duration (Store keeps a __dict__).
-    vars(store)["record_step"] = record_step
     result: asyncio.Future[R] | None = None
     try:
-        with set_workflow_id(wid):
-            handle = await runtime.start_workflow(fn, *args)
-        result = asyncio.ensure_future(handle.get_result())
-        waits: set[asyncio.Future[Any]] = {reached, result}
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        if not reached.done():
-            steps = [s.name for s in await runtime.list_steps(wid)]
-            raise CrashPointNotReached(
-                f"workflow {wid!r} ended without writing checkpoint number {occurrence} of step"
-                f" {step!r}; its journal holds {steps}"
-            )
-        await runtime.crash()
+        with testing.on_checkpoint(written):
+            with set_workflow_id(wid):
+                handle = await runtime.start_workflow(fn, *args)
+            result = asyncio.ensure_future(handle.get_result())
+            waits: set[asyncio.Future[Any]] = {reached, result}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if not reached.done():
+                steps = [s.name for s in await runtime.list_steps(wid)]
+                raise CrashPointNotReached(
+                    f"workflow {wid!r} ended without writing checkpoint number {occurrence} of"
+                    f" step {step!r}; its journal holds {steps}"
+                )
+            await runtime.crash()
     finally:
-        if vars(store).get("record_step") is record_step:
-            del vars(store)["record_step"]
         frozen.cancel()
         if result is not None:
             result.cancel()

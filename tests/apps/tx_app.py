@@ -16,6 +16,7 @@ import asyncpg
 
 import aiodurable
 from aiodurable import Runtime, step, transaction, workflow
+from aiodurable.testing import hooks
 
 LOG = os.environ["CRASH_LOG"]
 SCHEMA = os.environ["TEST_SCHEMA"]
@@ -60,7 +61,7 @@ async def place_order(order: str) -> str:
 
 async def main() -> None:
     async with Runtime(schema=SCHEMA) as rt:
-        async with rt.store.pool.acquire() as conn:
+        async with hooks(rt).store.pool.acquire() as conn:
             await conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.orders (id text NOT NULL)")
         print("READY", flush=True)
         with aiodurable.set_workflow_id(sys.argv[1]):

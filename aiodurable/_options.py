@@ -1,0 +1,101 @@
+"""``RuntimeOptions``: a runtime's settings, filled in from the environment and checked once.
+
+:class:`aiodurable.Runtime` takes its settings as keywords and its docstring says what each
+means; :func:`from_environment` fills in ``AIODURABLE_DATABASE_URL``, ``AIODURABLE_APP_VERSION``
+and ``AIODURABLE_EXECUTOR_ID``, and :class:`RuntimeOptions` checks every value together, so that a
+bad one fails the constructor with a message naming the keyword, before anything connects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+from dataclasses import dataclass
+
+from ._backend import Backend
+from ._clock import Clock
+from ._serde import Serializer
+from ._validate import check_id
+
+__all__ = ["RuntimeOptions", "default_executor_id", "from_environment"]
+
+
+def default_executor_id() -> str:
+    """An executor ID that is stable across restarts of the same program on the same machine."""
+    main = sys.modules.get("__main__")
+    program = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "") or "python"
+    digest = hashlib.sha256(os.path.abspath(program).encode()).hexdigest()[:10]
+    return f"{socket.gethostname()}-{digest}"
+
+
+def from_environment(value: str | None, variable: str) -> str | None:
+    """``value`` if given (not None or empty), else the environment ``variable``'s, else None."""
+    return value or os.environ.get(variable) or None
+
+
+def _positive(label: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"Runtime({label}=) must be a positive number, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuntimeOptions:
+    """The settings of one runtime, as :class:`aiodurable.Runtime` takes them (its docstring says
+    what each means), with the environment's values and the defaults filled in; each value is
+    checked here, so that a bad one fails the constructor before anything connects.
+    ``app_version`` is None until the runtime opens and hashes its workflows; ``executor_id`` is
+    the ID asked for (a runtime may run as ``ID-2``)."""
+
+    database_url: str | None
+    app_version: str | None
+    executor_id: str
+    schema: str
+    app_database_url: str | None
+    serializer: Serializer
+    clock: Clock
+    pool_size: int
+    connect_timeout: float
+    notify_fallback: float
+    recover: bool
+    heartbeat_interval: float
+    executor_lease: float
+    max_value_size: int
+    command_timeout: float | None
+    unreachable_timeout: float
+    backend: Backend
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        check_id("executor ID", self.executor_id)
+        for label, seconds in (
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("executor_lease", self.executor_lease),
+            ("notify_fallback", self.notify_fallback),
+            ("connect_timeout", self.connect_timeout),
+            ("unreachable_timeout", self.unreachable_timeout),
+        ):
+            _positive(label, seconds)
+        if self.executor_lease <= self.heartbeat_interval:
+            raise ValueError(
+                f"executor_lease ({self.executor_lease} s) must be longer than heartbeat_interval"
+                f" ({self.heartbeat_interval} s), or live executors would look gone"
+            )
+        pool_size = self.pool_size
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"Runtime(pool_size=) must be an int of at least 1, not {pool_size!r}")
+        if self.command_timeout is not None:
+            _positive("command_timeout", self.command_timeout)
+        size = self.max_value_size
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise ValueError(f"max_value_size must be an int of bytes, not {size!r}")
+        _positive("max_value_size", size)
+
+    @property
+    def reconnect_backoff(self) -> float:
+        """The longest wait between reconnection attempts: well under the lease, so that a live
+        executor is back before a restart of PostgreSQL could make it look gone."""
+        return min(1.0, self.executor_lease / 6)

@@ -1,0 +1,126 @@
+"""The statements of one schema, by name: what the store's parts run.
+
+:meth:`Statements.for_schema` collects every SQL text (written in :mod:`._texts`) against one
+schema's tables and its notification channel; the parts of the store only pick a statement and
+pass its arguments (``$1``, ``$2``...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .._records import WorkflowQuery
+from ._texts import (
+    channel_for,
+    connection_texts,
+    console_texts,
+    executor_texts,
+    journal_texts,
+    list_workflows,
+    messaging_texts,
+    queue_texts,
+    workflow_texts,
+)
+
+__all__ = ["Statements"]
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """The SQL texts of one schema, one field per statement (``$n`` are its arguments)."""
+
+    schema: str
+    channel: str
+    # -- connections and migrations
+    set_owner: str
+    reserved_word: str
+    migration_lock: str
+    create_schema: str
+    create_version_table: str
+    schema_version: str
+    record_version: str
+    notify: str
+    # -- workflows
+    insert_workflow: str
+    insert_workflows: str
+    get_workflow: str
+    finish: str
+    finish_many: str
+    set_status: str
+    pending: str
+    claim: str
+    claim_unassigned: str
+    other_version_counts: str
+    last_function_id: str
+    resume: str
+    unfence_transaction: str
+    fork_insert: str
+    fork_copy_steps: str
+    fork_copy_history: str
+    fork_copy_events: str
+    fork_notify: str
+    # -- the journal
+    journal: str
+    journals: str
+    owned: str
+    owned_many: str
+    record_step_unfenced: str
+    record_step_fenced: str
+    record_steps: str
+    get_step: str
+    get_steps: str
+    # -- messages and events
+    send_from_workflow: str
+    send_once: str
+    consume: str
+    wait_deadline: str
+    set_event: str
+    get_event: str
+    forget_auto_keys: str
+    # -- queues
+    enqueue: str
+    enqueue_many: str
+    deduplicated: str
+    queue_lock: str
+    queue_running: str
+    queue_window: str
+    dequeue_by_priority: str
+    dequeue_by_age: str
+    queue_positions: str
+    # -- executors
+    heartbeat: str
+    not_owned: str
+    silent_executors: str
+    take_over: str
+    delete_executor: str
+    release_executor: str
+    try_lock_executor: str
+    unlock_executor: str
+    # -- the console's reads
+    events: str
+    messages: str
+    workflow_briefs: str
+    list_watermark: str
+    workflow_watermark: str
+    ranked_positions: str
+
+    @classmethod
+    def for_schema(cls, schema: str) -> Statements:
+        """Every statement against ``schema`` (a checked plain identifier)."""
+        s = schema
+        ch = channel_for(s)
+        return cls(
+            schema=s,
+            channel=ch,
+            **connection_texts(s),
+            **workflow_texts(s, ch),
+            **journal_texts(s),
+            **messaging_texts(s, ch),
+            **queue_texts(s, ch),
+            **executor_texts(s, ch),
+            **console_texts(s),
+        )
+
+    def list_workflows(self, query: WorkflowQuery) -> tuple[str, list[object]]:
+        """The statement that lists the workflows matching ``query``, and its arguments."""
+        return list_workflows(self.schema, query)

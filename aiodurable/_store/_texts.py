@@ -1,0 +1,479 @@
+"""Every SQL text the store runs: the statements of each part, and the fragments they share.
+
+Each function here spells out a group of statements against one schema's tables and its
+notification channel, for :meth:`Statements.for_schema <._statements.Statements.for_schema>` to
+collect; :func:`list_workflows` builds the one statement whose text depends on its arguments. This
+module is the one place to read, review or change aiodurable's SQL; the tables themselves are
+created by the migrations in ``aiodurable/_sql``.
+
+Notifications are sent from inside the statements that make the change, in the format
+:mod:`aiodurable._signals` describes, so a change and its announcement commit together.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .._records import AUTO_KEY_PREFIX, WorkflowQuery
+from .._signals import Signal
+from ._rows import ms
+
+__all__ = [
+    "STEP_COLUMNS",
+    "WF_COLUMNS",
+    "channel_for",
+    "connection_texts",
+    "console_texts",
+    "executor_texts",
+    "journal_texts",
+    "list_workflows",
+    "messaging_texts",
+    "queue_texts",
+    "workflow_texts",
+]
+
+WF_COLUMNS = (
+    "workflow_id, status, name, format, inputs, output, error, created_at, updated_at, "
+    "app_version, executor_id, recovery_attempts, queue_name, parent_workflow_id, deadline_at,"
+    " priority, deduplication_id"
+)
+STEP_COLUMNS = (
+    "function_id, name, format, output, error, child_workflow_id, started_at, completed_at"
+)
+
+_DB_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+_SERVER_START_MS = "(extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint"
+
+# Fencing: a runtime's connections carry its executor ID in the session setting aiodurable.owner
+# (see Store.set_owner); a journal entry or final status is written only for a workflow that
+# executor still owns, in the same statement as the write. Without the setting (tools, the
+# command line, a separate application database) nothing is fenced.
+_OWNER = "coalesce(nullif(current_setting('aiodurable.owner', true), ''), {col})"
+_OWNED_HERE = f"executor_id = {_OWNER.format(col='executor_id')}"
+
+
+def channel_for(schema: str) -> str:
+    """The notification channel of a schema."""
+    return f"{schema}_signal"
+
+
+def _owned(schema: str, workflow_id: str) -> str:
+    """SQL: whether this connection's executor owns the workflow ``workflow_id`` (an SQL
+    expression) now; always true on a connection without an owner (a separate application
+    database has no workflow rows to check)."""
+    # A correlated scalar subquery: one index probe per row, never a join over the table.
+    return (
+        "coalesce(current_setting('aiodurable.owner', true), '') IN ('', (SELECT f.executor_id"
+        f" FROM {schema}.workflows f WHERE f.workflow_id = {workflow_id}))"
+    )
+
+
+def _notify(channel: str, signal: Signal, *key: str) -> str:
+    """SQL: a ``pg_notify`` of ``signal`` with the key ``key`` (SQL expressions)."""
+    return f"pg_notify('{channel}', json_build_array('{signal.value}', {', '.join(key)})::text)"
+
+
+def _notify_status(channel: str, table: str) -> str:
+    """SQL: a notification of ``table``'s workflow status, and of its being claimable when it
+    is PENDING with no executor."""
+    t = table
+    return (
+        f"{_notify(channel, Signal.WORKFLOW, f'{t}.workflow_id', f'{t}.status')},"
+        f" CASE WHEN {t}.executor_id = '' THEN"
+        f" {_notify(channel, Signal.CLAIMABLE, f'{t}.workflow_id')} END"
+    )
+
+
+def list_workflows(schema: str, query: WorkflowQuery) -> tuple[str, list[object]]:
+    """The statement that lists the workflows matching ``query``, and its arguments."""
+    where: list[str] = []
+    args: list[object] = []
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if query.statuses:
+        where.append(f"status = ANY({arg(list(query.statuses))}::text[])")
+    if query.name is not None:
+        where.append(f"name = {arg(query.name)}")
+    if query.workflow_id_prefix is not None:
+        escaped = re.sub(r"([\\%_])", r"\\\1", query.workflow_id_prefix)
+        where.append(f"workflow_id LIKE {arg(escaped + '%')}")
+    if query.app_version is not None:
+        where.append(f"app_version = {arg(query.app_version)}")
+    if query.executor_id is not None:
+        where.append(f"executor_id = {arg(query.executor_id)}")
+    if query.queue_name is not None:
+        where.append(f"queue_name = {arg(query.queue_name)}")
+    if query.start_time is not None:
+        where.append(f"created_at >= {arg(ms(query.start_time))}")
+    if query.end_time is not None:
+        where.append(f"created_at <= {arg(ms(query.end_time))}")
+    columns = WF_COLUMNS
+    if not query.load_input:
+        columns = columns.replace("inputs,", "NULL::bytea AS inputs,")
+    if not query.load_output:
+        columns = columns.replace("output, error,", "NULL::bytea AS output, error,")
+    order = "DESC" if query.sort_desc else "ASC"
+    sql = f"SELECT {columns} FROM {schema}.workflows"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY created_at {order}, workflow_id {order}"
+    if query.limit is not None:
+        sql += f" LIMIT {arg(query.limit)}"
+    if query.offset:
+        sql += f" OFFSET {arg(query.offset)}"
+    return sql, args
+
+
+def connection_texts(s: str) -> dict[str, str]:
+    """Setting a connection's owner, migrating the schema, and a plain notification."""
+    return {
+        "set_owner": "SELECT set_config('aiodurable.owner', $1, false)",
+        "reserved_word": "SELECT catcode IN ('R', 'T') FROM pg_get_keywords() WHERE word = $1",
+        "migration_lock": "SELECT pg_advisory_xact_lock($1)",
+        "create_schema": f"CREATE SCHEMA IF NOT EXISTS {s}",
+        "create_version_table": (
+            f"CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL)"
+        ),
+        "schema_version": f"SELECT max(version) FROM {s}.schema_version",
+        "record_version": f"INSERT INTO {s}.schema_version VALUES ($1)",
+        "notify": "SELECT pg_notify($1, $2)",
+    }
+
+
+def workflow_texts(s: str, ch: str) -> dict[str, str]:
+    """Workflow rows: start, read, finish, status changes, recovery, resume and fork."""
+    notify = _notify(ch, Signal.WORKFLOW, "workflow_id", "status")
+    notify_queue = _notify(ch, Signal.QUEUE, "queue_name")
+    return {
+        # A start is announced too, so consoles and tools see workflows appear at once.
+        "insert_workflow": (
+            f"WITH ins AS (INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs,"
+            " created_at, updated_at, app_version, executor_id, parent_workflow_id, deadline_at,"
+            " queue_name) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11)"
+            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, status)"
+            f" SELECT true, {notify} FROM ins"
+        ),
+        "insert_workflows": (
+            f"WITH ins AS (INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs,"
+            " created_at, updated_at, app_version, executor_id, parent_workflow_id, deadline_at,"
+            " queue_name) SELECT i, st, n, f, inp, c, c, v, e, p, d, q FROM unnest($1::text[],"
+            " $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[], $7::text[],"
+            " $8::text[], $9::text[], $10::bigint[], $11::text[])"
+            " AS t(i, st, n, f, inp, c, v, e, p, d, q)"
+            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, status)"
+            f" SELECT workflow_id, {notify} FROM ins"
+        ),
+        "get_workflow": f"SELECT {WF_COLUMNS} FROM {s}.workflows WHERE workflow_id = $1",
+        # A queued workflow's end frees a slot of its queue: say so too.
+        "finish": (
+            f"WITH done AS (UPDATE {s}.workflows SET status = $2, format = $3, output = $4,"
+            " error = $5, updated_at = $6 WHERE workflow_id = $1 AND status = 'PENDING'"
+            f" AND {_OWNED_HERE}"
+            f" RETURNING workflow_id, status, queue_name) SELECT {notify},"
+            f" CASE WHEN queue_name IS NOT NULL THEN {notify_queue} END FROM done"
+        ),
+        "finish_many": (
+            "WITH data AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[],"
+            " $5::bytea[], $6::bigint[]) AS d(workflow_id, status, format, output, error, at)),"
+            f" done AS (UPDATE {s}.workflows w SET status = d.status, format = d.format,"
+            " output = d.output, error = d.error, updated_at = d.at FROM data d"
+            " WHERE w.workflow_id = d.workflow_id AND w.status = 'PENDING'"
+            f" AND {_OWNED_HERE.replace('executor_id', 'w.executor_id')}"
+            " RETURNING w.workflow_id, w.status, w.queue_name)"
+            f" SELECT workflow_id, {notify}, CASE WHEN queue_name IS NOT NULL THEN"
+            f" {notify_queue} END FROM done"
+        ),
+        "set_status": (
+            f"WITH done AS (UPDATE {s}.workflows SET status = $2, updated_at = $3"
+            f" WHERE workflow_id = $1 AND status = ANY($4::text[]) RETURNING workflow_id, status)"
+            f" SELECT {notify} FROM done"
+        ),
+        "pending": (
+            f"SELECT workflow_id, name FROM {s}.workflows WHERE status = 'PENDING'"
+            " AND executor_id = $1 AND app_version = $2 ORDER BY created_at"
+        ),
+        "claim": (
+            f"UPDATE {s}.workflows SET recovery_attempts = recovery_attempts + 1, updated_at = $2"
+            f" WHERE workflow_id = ANY($1) AND status = 'PENDING' RETURNING {WF_COLUMNS}"
+        ),
+        "claim_unassigned": (
+            f"UPDATE {s}.workflows SET executor_id = $2, app_version = $3, updated_at = $4"
+            f" WHERE workflow_id IN (SELECT workflow_id FROM {s}.workflows"
+            " WHERE status = 'PENDING' AND executor_id = '' AND name = ANY($1)"
+            " AND app_version IN ('', $3) FOR UPDATE SKIP LOCKED LIMIT 500)"
+            f" RETURNING {WF_COLUMNS}"
+        ),
+        "other_version_counts": (
+            f"SELECT app_version, status, count(*) AS n FROM {s}.workflows"
+            " WHERE status IN ('PENDING', 'ENQUEUED') AND app_version NOT IN ('', $1)"
+            " GROUP BY app_version, status ORDER BY app_version, status"
+        ),
+        "last_function_id": (
+            f"SELECT coalesce(max(function_id), 0) FROM {s}.steps WHERE workflow_id = $1"
+        ),
+        "resume": (
+            f"WITH r AS (UPDATE {s}.workflows SET status = 'PENDING', recovery_attempts = 0,"
+            " executor_id = $2, app_version = $3, updated_at = $4, deadline_at = NULL"
+            " WHERE workflow_id = $1 AND status IN"
+            " ('CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'ENQUEUED')"
+            f" RETURNING {WF_COLUMNS}) SELECT r.*, {_notify_status(ch, 'r')} FROM r"
+        ),
+        "unfence_transaction": "SET LOCAL aiodurable.owner TO ''",
+        "fork_insert": (
+            f"INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs, created_at,"
+            " updated_at, app_version, executor_id, parent_workflow_id, deadline_at, queue_name)"
+            " VALUES ($1, 'PENDING', $2, $3, $4, $5, $5, $6, $7, NULL, NULL, NULL)"
+        ),
+        "fork_copy_steps": (
+            f"INSERT INTO {s}.steps (workflow_id, {STEP_COLUMNS}) SELECT $1, {STEP_COLUMNS}"
+            f" FROM {s}.steps WHERE workflow_id = $2 AND function_id < $3"
+        ),
+        "fork_copy_history": (
+            f"INSERT INTO {s}.event_history (workflow_id, function_id, key, format, value)"
+            f" SELECT $1, function_id, key, format, value FROM {s}.event_history"
+            " WHERE workflow_id = $2 AND function_id < $3"
+        ),
+        "fork_copy_events": (
+            f"INSERT INTO {s}.events (workflow_id, key, format, value, updated_at)"
+            f" SELECT DISTINCT ON (key) $1, key, format, value, $4 FROM {s}.event_history"
+            " WHERE workflow_id = $2 AND function_id < $3 ORDER BY key, function_id DESC"
+        ),
+        "fork_notify": (
+            f"SELECT {_notify_status(ch, 'w')} FROM {s}.workflows w WHERE workflow_id = $1"
+        ),
+    }
+
+
+def journal_texts(s: str) -> dict[str, str]:
+    """Journal reads and (fenced) journal writes."""
+    return {
+        "journal": (
+            f"SELECT {STEP_COLUMNS} FROM {s}.steps WHERE workflow_id = $1 ORDER BY function_id"
+        ),
+        "journals": (
+            f"SELECT workflow_id, {STEP_COLUMNS} FROM {s}.steps WHERE workflow_id = ANY($1)"
+        ),
+        "owned": f"SELECT {_owned(s, '$1')}",
+        "owned_many": (
+            f"SELECT workflow_id FROM {s}.workflows WHERE workflow_id = ANY($1) AND {_OWNED_HERE}"
+        ),
+        "record_step_unfenced": (
+            f"INSERT INTO {s}.steps (workflow_id, {STEP_COLUMNS})"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            " ON CONFLICT (workflow_id, function_id) DO NOTHING RETURNING true"
+        ),
+        # With an owner: the workflow's own row, found by its key, is the source of the insert.
+        "record_step_fenced": (
+            f"INSERT INTO {s}.steps (workflow_id, {STEP_COLUMNS}) SELECT f.workflow_id, $2,"
+            f" $3, $4, $5, $6, $7, $8, $9 FROM {s}.workflows f WHERE f.workflow_id = $1"
+            " AND f.executor_id = current_setting('aiodurable.owner')"
+            " ON CONFLICT (workflow_id, function_id) DO NOTHING RETURNING true"
+        ),
+        "record_steps": (
+            f"INSERT INTO {s}.steps (workflow_id, {STEP_COLUMNS}) SELECT * FROM unnest($1::text[],"
+            " $2::integer[], $3::text[], $4::text[], $5::bytea[], $6::bytea[], $7::text[],"
+            f" $8::bigint[], $9::bigint[]) AS d(workflow_id, {STEP_COLUMNS})"
+            f" WHERE {_owned(s, 'd.workflow_id')}"
+            " ON CONFLICT (workflow_id, function_id) DO NOTHING RETURNING workflow_id, function_id"
+        ),
+        "get_step": (
+            f"SELECT {STEP_COLUMNS} FROM {s}.steps WHERE workflow_id = $1 AND function_id = $2"
+        ),
+        "get_steps": (
+            f"SELECT workflow_id, {STEP_COLUMNS} FROM {s}.steps WHERE (workflow_id, function_id)"
+            " IN (SELECT * FROM unnest($1::text[], $2::integer[]))"
+        ),
+    }
+
+
+def messaging_texts(s: str, ch: str) -> dict[str, str]:
+    """Messages, events and wait deadlines, each written with its journal entry."""
+    # A journal entry, fenced: written only while this executor owns the workflow.
+    step_insert = (
+        f"INSERT INTO {s}.steps (workflow_id, {STEP_COLUMNS}) SELECT $1::text, $2::integer,"
+        " $3::text, $4::text, $5::bytea, $6::bytea, $7::text, $8::bigint, $9::bigint"
+        f" WHERE {_owned(s, '$1')}"
+    )
+    notify_msg = _notify(ch, Signal.MESSAGE, "destination_id", "topic")
+    return {
+        "send_from_workflow": (
+            f"WITH step AS ({step_insert} RETURNING workflow_id),"
+            f" msg AS (INSERT INTO {s}.messages (destination_id, topic, format, value, created_at)"
+            " SELECT $10, $11, $12, $13, $8 FROM step RETURNING destination_id, topic)"
+            f" SELECT {notify_msg} FROM msg"
+        ),
+        "send_once": (
+            f"WITH k AS (INSERT INTO {s}.message_keys VALUES ($1, $6, $5) ON CONFLICT DO NOTHING"
+            " RETURNING destination_id),"
+            f" msg AS (INSERT INTO {s}.messages (destination_id, topic, format, value, created_at)"
+            " SELECT $1, $2, $3, $4, $5 FROM k RETURNING destination_id, topic)"
+            f" SELECT {notify_msg} FROM msg"
+        ),
+        # The consume and its checkpoint are one statement: both happen or neither. A plain
+        # INSERT (no ON CONFLICT): if the function ID is taken, the statement fails whole and
+        # the message stays queued.
+        "consume": (
+            f"WITH m AS (DELETE FROM {s}.messages WHERE message_id = (SELECT message_id FROM"
+            f" {s}.messages WHERE destination_id = $1 AND topic = $2 ORDER BY message_id LIMIT 1"
+            f" FOR UPDATE SKIP LOCKED) AND {_owned(s, '$1')} RETURNING format, value),"
+            f" step AS (INSERT INTO {s}.steps (workflow_id, {STEP_COLUMNS})"
+            " SELECT $1, $3, $4, m.format, m.value, NULL, NULL, $5, $5 FROM m RETURNING 1)"
+            f" SELECT {_owned(s, '$1')} AS owned, m.format, m.value,"
+            " (SELECT count(*) FROM step) AS written FROM (SELECT 1) AS one LEFT JOIN m ON true"
+        ),
+        "wait_deadline": (
+            f"INSERT INTO {s}.waits VALUES ($1, $2, $3) ON CONFLICT (workflow_id, function_id)"
+            f" DO UPDATE SET deadline_at = {s}.waits.deadline_at RETURNING deadline_at"
+        ),
+        "set_event": (
+            f"WITH step AS ({step_insert} RETURNING workflow_id),"
+            f" ev AS (INSERT INTO {s}.events (workflow_id, key, format, value, updated_at)"
+            " SELECT $1, $10, $4, $11, $8 FROM step ON CONFLICT (workflow_id, key) DO UPDATE SET"
+            " format = excluded.format, value = excluded.value, updated_at = excluded.updated_at"
+            " RETURNING workflow_id, key),"
+            f" hist AS (INSERT INTO {s}.event_history"
+            " (workflow_id, function_id, key, format, value) SELECT $1, $2, $10, $4, $11 FROM step)"
+            f" SELECT {_notify(ch, Signal.EVENT, 'workflow_id', 'key')} FROM ev"
+        ),
+        "get_event": f"SELECT format, value FROM {s}.events WHERE workflow_id = $1 AND key = $2",
+        "forget_auto_keys": (
+            f"DELETE FROM {s}.message_keys WHERE idempotency_key LIKE"
+            f" '{AUTO_KEY_PREFIX}%' AND created_at < $1"
+        ),
+    }
+
+
+def queue_texts(s: str, ch: str) -> dict[str, str]:
+    """Enqueueing, deduplication, and the dispatch that starts queued workflows."""
+    queued = (
+        f"INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs, created_at,"
+        " updated_at, app_version, executor_id, parent_workflow_id, deadline_at, queue_name,"
+        " priority, deduplication_id)"
+    )
+    notify_queue = _notify(ch, Signal.QUEUE, "queue_name")
+
+    def dequeue(order: str) -> str:
+        return (
+            f"UPDATE {s}.workflows SET status = 'PENDING', executor_id = $2,"
+            " app_version = $3, started_at = $4, updated_at = $4"
+            f" WHERE workflow_id IN (SELECT workflow_id FROM {s}.workflows"
+            " WHERE queue_name = $1 AND status = 'ENQUEUED' AND name = ANY($5)"
+            f" AND app_version IN ('', $3) ORDER BY {order} LIMIT $6"
+            f" FOR UPDATE SKIP LOCKED) RETURNING {WF_COLUMNS}"
+        )
+
+    return {
+        "enqueue": (
+            f"WITH ins AS ({queued} VALUES ($1, 'ENQUEUED', $2, $3, $4, $5, $5, $6, '', $7, $8,"
+            " $9, $10, $11) ON CONFLICT (workflow_id) DO NOTHING RETURNING queue_name)"
+            f" SELECT {notify_queue} FROM ins"
+        ),
+        "enqueue_many": (
+            f"WITH ins AS ({queued} SELECT i, 'ENQUEUED', n, f, inp, c, c, v, '', p, d, q, pr, dd"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[],"
+            " $6::text[], $7::text[], $8::bigint[], $9::text[], $10::integer[], $11::text[])"
+            " AS t(i, n, f, inp, c, v, p, d, q, pr, dd)"
+            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, queue_name)"
+            f" SELECT workflow_id, {notify_queue} FROM ins"
+        ),
+        "deduplicated": (
+            f"SELECT workflow_id FROM {s}.workflows WHERE queue_name = $1"
+            " AND deduplication_id = $2 AND status IN ('ENQUEUED', 'PENDING')"
+        ),
+        "queue_lock": "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
+        "queue_running": (
+            "SELECT count(*) AS everywhere, count(*) FILTER (WHERE executor_id = $2)"
+            f" AS here FROM {s}.workflows WHERE queue_name = $1 AND status = 'PENDING'"
+        ),
+        "queue_window": (
+            f"SELECT started_at FROM {s}.workflows WHERE queue_name = $1"
+            " AND started_at > $2 ORDER BY started_at DESC LIMIT $3"
+        ),
+        "dequeue_by_priority": dequeue("priority, created_at"),
+        "dequeue_by_age": dequeue("created_at"),
+        "queue_positions": (
+            f"SELECT workflow_id FROM {s}.workflows WHERE queue_name = $1"
+            " AND status = 'ENQUEUED' ORDER BY priority, created_at"
+        ),
+    }
+
+
+def executor_texts(s: str, ch: str) -> dict[str, str]:
+    """Heartbeats, executor session locks, takeover and release."""
+    return {
+        "heartbeat": (
+            f"INSERT INTO {s}.executors VALUES ($1, $2, $3, $4, {_DB_NOW_MS},"
+            f" {_DB_NOW_MS}) ON CONFLICT (executor_id) DO UPDATE SET host = excluded.host,"
+            " pid = excluded.pid, app_version = excluded.app_version,"
+            " last_seen = excluded.last_seen RETURNING (xmax <> 0) AS existed"
+        ),
+        "not_owned": (
+            f"SELECT workflow_id, status, executor_id FROM {s}.workflows"
+            " WHERE workflow_id = ANY($1) AND (status <> 'PENDING' OR executor_id <> $2)"
+        ),
+        "silent_executors": (
+            f"SELECT executor_id FROM {s}.executors WHERE app_version = $1"
+            f" AND executor_id <> $2 AND greatest(last_seen, {_SERVER_START_MS})"
+            f" < {_DB_NOW_MS} - $3 ORDER BY last_seen"
+        ),
+        "take_over": (
+            f"UPDATE {s}.workflows SET executor_id = $2, updated_at = $5,"
+            " recovery_attempts = recovery_attempts + 1 WHERE executor_id = $1"
+            " AND status = 'PENDING' AND app_version = $3 AND name = ANY($4)"
+            f" RETURNING {WF_COLUMNS}"
+        ),
+        "delete_executor": f"DELETE FROM {s}.executors WHERE executor_id = $1",
+        "release_executor": (
+            f"WITH r AS (UPDATE {s}.workflows SET executor_id = '', updated_at = $2"
+            " WHERE status = 'PENDING' AND executor_id = $1 RETURNING workflow_id, status,"
+            f" executor_id) SELECT r.workflow_id, {_notify_status(ch, 'r')} FROM r"
+        ),
+        # An executor ID's session lock, keyed by (schema, executor ID): held by the live
+        # runtime of that ID on its LISTEN connection for as long as that connection lives.
+        "try_lock_executor": "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))",
+        "unlock_executor": "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))",
+    }
+
+
+def console_texts(s: str) -> dict[str, str]:
+    """The console's read-only views."""
+    # $n "clip": values longer than that many bytes come back cut to it, flagged ``clipped``.
+    return {
+        "events": (
+            "SELECT key, format, substring(value FROM 1 FOR $2) AS value,"
+            " octet_length(value) > $2 AS clipped, updated_at"
+            f" FROM {s}.events WHERE workflow_id = $1 ORDER BY key"
+        ),
+        "messages": (
+            "SELECT message_id, topic, format, substring(value FROM 1 FOR $3) AS value,"
+            " octet_length(value) > $3 AS clipped, created_at"
+            f" FROM {s}.messages WHERE destination_id = $1 ORDER BY message_id LIMIT $2"
+        ),
+        "workflow_briefs": (
+            f"SELECT workflow_id, name, status FROM {s}.workflows"
+            " WHERE workflow_id = ANY($1::text[])"
+        ),
+        "list_watermark": (
+            f"SELECT created_at, count(*) FROM {s}.workflows"
+            f" WHERE created_at = (SELECT max(created_at) FROM {s}.workflows)"
+            " GROUP BY created_at"
+        ),
+        "workflow_watermark": (
+            f"SELECT w.status, w.updated_at, (SELECT count(*) FROM {s}.steps s"
+            " WHERE s.workflow_id = w.workflow_id) AS steps,"
+            f" (SELECT count(*) FROM {s}.messages m WHERE m.destination_id = w.workflow_id)"
+            " AS messages,"
+            f" (SELECT max(e.updated_at) FROM {s}.events e"
+            " WHERE e.workflow_id = w.workflow_id) AS events"
+            f" FROM {s}.workflows w WHERE w.workflow_id = $1"
+        ),
+        "ranked_positions": (
+            "SELECT workflow_id, position FROM (SELECT workflow_id, row_number() OVER"
+            " (ORDER BY priority, created_at, workflow_id) AS position"
+            f" FROM {s}.workflows WHERE queue_name = $1 AND status = 'ENQUEUED') ranked"
+            " WHERE workflow_id = ANY($2::text[])"
+        ),
+    }
