@@ -3,7 +3,9 @@ fixtures (load the plugin with ``-p aiodurable.testing``)."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import math
 import sys
 import time
 import uuid
@@ -28,6 +30,7 @@ from aiodurable.testing import (
     check_replay,
     clock_of,
     crash_after,
+    hooks,
 )
 
 from .proc import ROOT, Child
@@ -459,6 +462,69 @@ async def test_check_replay_runs_no_step(durable_runtime: Runtime) -> None:
     assert executed == ["once"]
     await check_replay(handle.workflow_id, durable_runtime)
     assert executed == ["once"]
+
+
+@workflow()
+async def waits_for_a_word() -> object:
+    return await aiodurable.recv("word", timeout=math.inf)
+
+
+@workflow()
+async def parent_of_a_waiter(started_by_call: bool) -> object:
+    await note("parent")
+    if started_by_call:
+        return await waits_for_a_word()
+    handle = await aiodurable.start_workflow(waits_for_a_word)
+    return await handle.get_result()
+
+
+@workflow(name="replay-in-a-task-group")
+async def two_in_a_task_group() -> list[str]:
+    async with asyncio.TaskGroup() as tg:
+        first = tg.create_task(reserve())
+        second = tg.create_task(charge())
+    return [first.result(), second.result()]
+
+
+async def test_check_replay_returns_at_once_mid_sleep_recv_and_child(
+    durable_runtime: Runtime, durable_clock: TestClock
+) -> None:
+    """check_replay never waits: a workflow in a 60 s durable sleep, in a recv, or awaiting a
+    child (called, or started and awaited through its handle) is checked up to the end of its
+    journal at once, with no step run."""
+    paying = await durable_runtime.start_workflow(trial_then_payment, "o2")
+    await durable_clock.advance(31 * DAY)  # past the trial: waiting for the payment
+    asleep = await durable_runtime.start_workflow(sleeper, "later", 60)
+    await durable_clock.settle()  # asleep, 60 s to go
+    called = await durable_runtime.start_workflow(parent_of_a_waiter, True)
+    started = await durable_runtime.start_workflow(parent_of_a_waiter, False)
+    await hooks(durable_runtime).notifier.until_waiting(3)  # the payment, and both children
+    ran = list(executed)
+    for handle in (asleep, paying, called, started):
+        async with asyncio.timeout(5):  # (a replay that waited would take 60 s or forever)
+            await check_replay(handle.workflow_id, durable_runtime)
+        assert (await handle.get_status()).status is WorkflowStatus.PENDING
+    assert executed == ran  # no step ran again
+    steps = await durable_runtime.list_steps(paying.workflow_id)
+    assert [s.name for s in steps] == ["note", "aiodurable.sleep"]  # the recv is not recorded
+
+
+async def test_check_replay_finds_a_change_inside_a_task_group(durable_runtime: Runtime) -> None:
+    """A mismatch raised in a task of the workflow's task group is reported, not swallowed with
+    the exception group that carries it."""
+    handle = await durable_runtime.start_workflow(two_in_a_task_group)
+    await handle.get_result()
+    await check_replay(handle.workflow_id, durable_runtime)
+
+    @workflow(name="replay-in-a-task-group")
+    async def changed() -> list[str]:
+        async with asyncio.TaskGroup() as tg:
+            first = tg.create_task(reserve())
+            second = tg.create_task(charge_renamed())
+        return [first.result(), second.result()]
+
+    with pytest.raises(NonDeterminismError, match=r"'charge' at function ID 2.*'charge_card'"):
+        await check_replay(handle.workflow_id, durable_runtime)
 
 
 async def test_durable_runtime_gets_a_fresh_schema(
