@@ -42,7 +42,7 @@ from ._logging import WorkflowContextFilter
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus
 from ._queue import EnqueueOptions, Queue, RateLimit
 from ._retry import NonRetryable, Retry
-from ._runtime import Runtime
+from ._runtime import Runtime, StartOptions
 from ._serde import JsonSerializer, PickleSerializer, Serializer
 from ._step import step
 from ._transaction import transaction
@@ -73,6 +73,7 @@ __all__ = [
     "SchemaError",
     "SerializationError",
     "Serializer",
+    "StartOptions",
     "StepInfo",
     "SystemClock",
     "WorkflowCancelled",

@@ -9,17 +9,56 @@ bad one fails the constructor with a message naming the keyword, before anything
 from __future__ import annotations
 
 import hashlib
+import inspect
+import math
 import os
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._backend import Backend
 from ._clock import Clock
 from ._serde import Serializer
-from ._validate import check_id
+from ._validate import check_id, check_timeout
 
-__all__ = ["RuntimeOptions", "default_executor_id", "from_environment"]
+__all__ = [
+    "RuntimeOptions",
+    "StartSettings",
+    "default_executor_id",
+    "from_environment",
+    "take_shorthand",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StartSettings:
+    """Options of one start: ``workflow_id`` (an idempotency key, as
+    :func:`aiodurable.set_workflow_id` sets) and ``timeout`` (seconds, as
+    :func:`aiodurable.set_workflow_timeout` sets; ``None`` for none)."""
+
+    workflow_id: str | None = None
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.workflow_id is not None:
+            check_id("workflow ID", self.workflow_id)
+        if self.timeout is not None and check_timeout(self.timeout) is None:
+            # float("inf"): no deadline, even inside set_workflow_timeout().
+            object.__setattr__(self, "timeout", math.inf)
+
+
+def take_shorthand(
+    fn: Callable[..., object], kwargs: dict[str, object], names: tuple[str, ...]
+) -> dict[str, object]:
+    """The start options given as keywords next to a workflow's own arguments (the documented
+    shorthand ``start_workflow(fn, x, timeout=5)``), taken out of ``kwargs``: only those that
+    ``fn`` has no parameter of that name for, so a workflow's own argument is never taken. The
+    explicit spelling, which inspects nothing, is ``with_options(...)``."""
+    if not any(name in kwargs for name in names):
+        return {}
+    params = inspect.signature(fn).parameters
+    return {name: kwargs.pop(name) for name in names if name in kwargs and name not in params}
 
 
 def default_executor_id() -> str:

@@ -8,7 +8,6 @@ hold across every process sharing the database, while ``worker_concurrency`` bou
 
 from __future__ import annotations
 
-import inspect
 import math
 import uuid
 from collections.abc import Callable, Coroutine
@@ -24,6 +23,7 @@ from ._context import (
 from ._current import current_engine
 from ._exceptions import DuplicateWorkflowError
 from ._handle import WorkflowHandle
+from ._options import take_shorthand
 from ._records import NewWorkflow
 from ._serde import return_hint
 from ._validate import check_id, check_priority
@@ -140,12 +140,8 @@ class Queue:
         names, ``workflow_id=``, ``priority=``, ``deduplication_id=`` and ``on_duplicate=``
         keywords are taken as options too. Inside a workflow it enqueues a child.
         """
-        wdef = definition_of(fn)
-        params = inspect.signature(wdef.fn).parameters
-        options: dict[str, Any] = {}
-        for option in ("workflow_id", "priority", "deduplication_id", "on_duplicate"):
-            if option in kwargs and option not in params:
-                options[option] = kwargs.pop(option)
+        names = ("workflow_id", "priority", "deduplication_id", "on_duplicate")
+        options: dict[str, Any] = take_shorthand(definition_of(fn).fn, kwargs, names)
         return self.with_options(**options).enqueue(fn, *args, **kwargs)
 
     def with_options(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Coroutine
 from contextvars import Token
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, Unpack
 
@@ -21,10 +22,10 @@ from ._handle import WorkflowHandle
 from ._health import RuntimeHealth
 from ._manage import WorkflowFilter
 from ._models import StepInfo, WorkflowInfo
-from ._options import RuntimeOptions, default_executor_id, from_environment
+from ._options import RuntimeOptions, StartSettings, default_executor_id, from_environment
 from ._serde import JsonSerializer, Serializer
 
-__all__ = ["Runtime", "call_workflow", "current_runtime", "engine_of", "hooks"]
+__all__ = ["Runtime", "StartOptions", "call_workflow", "current_runtime", "engine_of", "hooks"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -247,6 +248,18 @@ class Runtime:
         """
         return self._engine.start_workflow(fn, args, kwargs)
 
+    def with_options(
+        self, *, workflow_id: str | None = None, timeout: float | None = None
+    ) -> StartOptions:
+        """Options for the next start, given apart from the workflow's own arguments:
+        ``await rt.with_options(workflow_id="order-7", timeout=30).start_workflow(fn, x)``.
+
+        ``workflow_id`` is an idempotency key (as :func:`aiodurable.set_workflow_id`);
+        ``timeout`` (seconds) a deadline (as :func:`aiodurable.set_workflow_timeout`;
+        ``float("inf")`` for none, even inside ``set_workflow_timeout``). Nothing is taken out
+        of the workflow's keywords, so a workflow may have parameters of these names."""
+        return StartOptions(self._engine, StartSettings(workflow_id, timeout))
+
     def send(
         self,
         destination_id: str,
@@ -336,6 +349,22 @@ class Runtime:
         """Recover this executor's PENDING workflows, as a restarted process would after a
         :meth:`crash`; return their IDs."""
         return await self._engine.recover()
+
+
+@dataclass(frozen=True, slots=True)
+class StartOptions:
+    """A runtime with options for the next start; see :meth:`Runtime.with_options`."""
+
+    _engine: Engine = field(repr=False)
+    settings: StartSettings
+
+    def start_workflow(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
+        """Start ``fn(*args, **kwargs)`` with these options (see
+        :meth:`Runtime.start_workflow`); a ``timeout`` is refused for a child workflow, which
+        runs within its parent's deadline."""
+        return self._engine.start_workflow(fn, args, kwargs, self.settings)
 
 
 def engine_of(runtime: Runtime) -> Engine:

@@ -20,6 +20,7 @@ from aiodurable import (
     step,
     workflow,
 )
+from aiodurable._current import current_runtime
 from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
@@ -315,6 +316,57 @@ async def test_timeout_expiring_across_a_restart_cancels_on_recovery(
         assert (await rt.get_workflow_status(wid)).status is WorkflowStatus.CANCELLED
     assert info.status is WorkflowStatus.PENDING
     assert runs[(wid, "after-deadline")] == 0
+
+
+@aiodurable.workflow()
+async def takes_its_own_timeout(timeout: float, workflow_id: str) -> str:
+    return f"{timeout}/{workflow_id}"
+
+
+@aiodurable.workflow()
+async def starts_a_child_with_a_timeout() -> str:
+    try:
+        await aiodurable.start_workflow(takes_its_own_timeout, 1.0, "x")
+        handle = (
+            await current_runtime()
+            .with_options(timeout=5)
+            .start_workflow(takes_its_own_timeout, 2.0, "y")
+        )
+    except ValueError as exc:
+        return str(exc)
+    return await handle.get_result()
+
+
+async def test_with_options_keeps_start_options_apart_from_the_arguments(
+    runtime: RuntimeFactory,
+) -> None:
+    """rt.with_options() gives a workflow ID and a deadline without looking into the workflow's
+    keywords (its own `timeout` and `workflow_id` arguments reach it), `float("inf")` lifts an
+    enclosing set_workflow_timeout, and a child is refused a timeout of its own."""
+    async with runtime() as rt:
+        handle = await rt.with_options(workflow_id="opts-1", timeout=30).start_workflow(
+            takes_its_own_timeout, timeout=7.0, workflow_id="mine"
+        )
+        assert handle.workflow_id == "opts-1"
+        assert await handle.get_result() == "7.0/mine"
+        with aiodurable.set_workflow_timeout(5):
+            unlimited = await rt.with_options(timeout=float("inf")).start_workflow(
+                takes_its_own_timeout, 1.0, "z"
+            )
+            shorthand = await rt.start_workflow(slow_steps, timeout=float("inf"))  # type: ignore[call-arg]
+        deadlines = [
+            (await hooks(rt).store.require_workflow(h.workflow_id)).deadline_at
+            for h in (handle, unlimited, shorthand)
+        ]
+        assert deadlines[0] is not None and deadlines[0] > time.time() + 25
+        assert deadlines[1:] == [None, None]
+        release(shorthand.workflow_id)
+        parent = await rt.start_workflow(starts_a_child_with_a_timeout)
+        assert "within its parent's deadline" in await parent.get_result()
+        with pytest.raises(ValueError, match="workflow ID"):
+            rt.with_options(workflow_id="")
+        with pytest.raises(ValueError, match="timeout"):
+            rt.with_options(timeout=-1)
 
 
 async def test_children_inherit_the_deadline(runtime: RuntimeFactory) -> None:

@@ -32,7 +32,7 @@ from .._health import Loops, RuntimeHealth
 from .._manage import WorkflowFilter
 from .._models import StepInfo, WorkflowInfo, WorkflowStatus
 from .._notify import Key, Notifier
-from .._options import RuntimeOptions
+from .._options import RuntimeOptions, StartSettings
 from .._records import StepRow
 from .._serde import Serializer
 from .._signals import Signal
@@ -319,9 +319,10 @@ class Engine:
         fn: Callable[..., Coroutine[Any, Any, Any]],
         args: tuple[object, ...],
         kwargs: dict[str, object],
+        options: StartSettings | None = None,
     ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
         """Start ``fn(*args, **kwargs)``: a child inside a workflow, else a top-level one."""
-        return self.starter.start_workflow(fn, args, kwargs)
+        return self.starter.start_workflow(fn, args, kwargs, options=options)
 
     def send(
         self, destination_id: str, message: object, topic: str | None, idempotency_key: str | None

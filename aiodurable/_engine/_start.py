@@ -7,14 +7,13 @@ it, so that a recovered parent re-attaches to the same child rather than startin
 
 from __future__ import annotations
 
-import inspect
+import math
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._context import (
     WorkflowContext,
-    check_timeout,
     current_workflow,
     in_step,
     take_assigned_id,
@@ -23,6 +22,7 @@ from .._context import (
 from .._exceptions import DuplicateWorkflowError, NonDeterminismError
 from .._handle import WorkflowHandle
 from .._journal import Live, journaled
+from .._options import StartSettings, take_shorthand
 from .._records import NewWorkflow, StepRow, WorkflowRow
 from .._workflow import WorkflowDef, check_id, definition_of
 
@@ -43,19 +43,31 @@ class Starter:
         fn: Callable[..., Coroutine[Any, Any, Any]],
         args: tuple[object, ...],
         kwargs: dict[str, object],
+        *,
+        options: StartSettings | None = None,
     ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
         """What :meth:`aiodurable.Runtime.start_workflow` does: a child of the running workflow
-        (its function ID taken now), or a new top-level workflow."""
+        (its function ID taken now), or a new top-level workflow. Without explicit ``options``,
+        the documented ``timeout=`` shorthand is taken out of ``kwargs`` (see
+        :func:`aiodurable._options.take_shorthand`)."""
         wdef = definition_of(fn)
-        timeout: float | None = None
-        if "timeout" in kwargs and "timeout" not in inspect.signature(wdef.fn).parameters:
-            timeout = check_timeout(kwargs.pop("timeout"))
-        assigned = take_assigned_id()
+        if options is None:
+            shorthand = take_shorthand(wdef.fn, kwargs, ("timeout",))
+            options = StartSettings(timeout=shorthand.get("timeout"))  # type: ignore[arg-type]  # checked by StartSettings
+            explicit = False
+        else:
+            explicit = True
+        assigned = options.workflow_id or take_assigned_id()
         parent = current_workflow()
         if parent is not None and not in_step():
+            if explicit and options.timeout is not None:
+                raise ValueError(
+                    "a child workflow runs within its parent's deadline; with_options(timeout=)"
+                    " applies to top-level workflows only"
+                )
             function_id = parent.next_function_id()
             return self.start_child(parent, function_id, wdef, args, kwargs, assigned)
-        return self.start(wdef, args, kwargs, workflow_id=assigned, timeout=timeout)
+        return self.start(wdef, args, kwargs, workflow_id=assigned, timeout=options.timeout)
 
     async def start(
         self,
@@ -81,7 +93,10 @@ class Starter:
             deadline = parent.deadline_at  # children inherit their parent's deadline
         else:
             timeout = timeout if timeout is not None else workflow_timeout()
-            deadline = None if timeout is None else engine.clock.now() + timeout
+            if timeout is None or timeout == math.inf:
+                deadline = None
+            else:
+                deadline = engine.clock.now() + timeout
         new = NewWorkflow(
             workflow_id=wid,
             name=wdef.name,
