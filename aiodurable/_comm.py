@@ -263,45 +263,38 @@ async def _get_event(
     key: str,
     timeout: float | None,
 ) -> Any:
+    async def wait() -> tuple[str, bytes]:
+        """The event's format and value once it is set, or JSON null past the timeout."""
+        deadline: float | None = None  # none computed yet, or (timeout None) none at all
+        with rt.notifier.watch(Signal.EVENT, workflow_id, key) as waiter:
+            while True:
+                waiter.clear()
+                found = await rt.store.get_event(workflow_id, key)
+                if found is not None:
+                    return found
+                now = rt.clock.now()
+                if deadline is None and timeout is not None:
+                    deadline = now + timeout
+                    if ctx is not None:
+                        deadline = await rt.store.wait_deadline(
+                            ctx.workflow_id, function_id, deadline
+                        )
+                if deadline is not None and now >= deadline:
+                    return "json", b"null"
+                wake = waiter.wait(deadline)
+                await (wake if ctx is None else ctx.interruptible(wake))
+
     if ctx is None:
-        fmt, data = await _wait_event(rt, None, function_id, workflow_id, key, timeout)
-        return _decode_event(rt, workflow_id, key, fmt, data)
+        return _decode_event(rt, workflow_id, key, *await wait())
 
     async def read() -> StepRow | Live:
-        fmt, data = await _wait_event(rt, ctx, function_id, workflow_id, key, timeout)
+        fmt, data = await wait()
         now = rt.clock.now()
         row = StepRow(function_id, GET_EVENT, fmt, data, None, None, now, now)
         recorded = await rt.checkpoint(ctx, row)
         return recorded or Live(_decode_event(rt, workflow_id, key, fmt, data))
 
     return await journaled(ctx, function_id, GET_EVENT, read)
-
-
-async def _wait_event(
-    rt: Engine,
-    ctx: WorkflowContext | None,
-    function_id: int,
-    workflow_id: str,
-    key: str,
-    timeout: float | None,
-) -> tuple[str, bytes]:
-    """The event's format and value once it is set, or JSON null past the timeout."""
-    deadline: float | None = None  # none computed yet, or (timeout None) none at all
-    with rt.notifier.watch(Signal.EVENT, workflow_id, key) as waiter:
-        while True:
-            waiter.clear()
-            found = await rt.store.get_event(workflow_id, key)
-            if found is not None:
-                return found
-            now = rt.clock.now()
-            if deadline is None and timeout is not None:
-                deadline = now + timeout
-                if ctx is not None:
-                    deadline = await rt.store.wait_deadline(ctx.workflow_id, function_id, deadline)
-            if deadline is not None and now >= deadline:
-                return "json", b"null"
-            wait = waiter.wait(deadline)
-            await (wait if ctx is None else ctx.interruptible(wait))
 
 
 def _decode_event(rt: Engine, workflow_id: str, key: str, fmt: str, data: bytes) -> Any:

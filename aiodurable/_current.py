@@ -120,12 +120,13 @@ async def _await_child(
     kwargs: dict[str, object],
     assigned: str | None,
 ) -> object:
-    handle = await parent.engine.start_child(parent, function_id, wdef, args, kwargs, assigned)
+    starter = parent.engine.starter
+    handle = await starter.start_child(parent, function_id, wdef, args, kwargs, assigned)
     return await parent.interruptible(handle.get_result())
 
 
 async def _run_top_level(
     wdef: WorkflowDef, args: tuple[object, ...], kwargs: dict[str, object], assigned: str | None
 ) -> object:
-    handle = await current_engine().start(wdef, args, kwargs, workflow_id=assigned)
+    handle = await current_engine().starter.start(wdef, args, kwargs, workflow_id=assigned)
     return await handle.get_result()

@@ -201,7 +201,7 @@ class EnqueueOptions:
             def enqueue(child_id: str) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
                 return self._enqueue(engine, wdef, args, kwargs, child_id, parent_id)
 
-            return engine.attach_child(parent, function_id, wdef.name, assigned, enqueue)
+            return engine.starter.attach_child(parent, function_id, wdef.name, assigned, enqueue)
         return self._enqueue(engine, wdef, args, kwargs, assigned, None)
 
     async def _enqueue(

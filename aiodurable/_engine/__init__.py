@@ -37,7 +37,7 @@ from .._records import StepRow
 from .._serde import Serializer
 from .._signals import Signal
 from .._store import StoreProtocol
-from .._workflow import WorkflowDef, application_version
+from .._workflow import application_version
 from ._codec import Codec
 from ._dispatch import Dispatcher
 from ._executor import Executor
@@ -268,44 +268,6 @@ class Engine:
     def handle(self, workflow_id: str, name: str) -> WorkflowHandle[Any]:
         """A handle to a recorded workflow of the given name."""
         return self.executor.handle(workflow_id, name)
-
-    def start(
-        self,
-        wdef: WorkflowDef,
-        args: tuple[object, ...],
-        kwargs: dict[str, object],
-        *,
-        workflow_id: str | None = None,
-        parent: WorkflowContext | None = None,
-        timeout: float | None = None,
-    ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
-        """Record and launch a workflow, or attach to the one recorded under its ID."""
-        return self.starter.start(
-            wdef, args, kwargs, workflow_id=workflow_id, parent=parent, timeout=timeout
-        )
-
-    def start_child(
-        self,
-        parent: WorkflowContext,
-        function_id: int,
-        wdef: WorkflowDef,
-        args: tuple[object, ...],
-        kwargs: dict[str, object],
-        assigned: str | None,
-    ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
-        """Start (or, on replay, re-attach to) the child recorded at ``function_id``."""
-        return self.starter.start_child(parent, function_id, wdef, args, kwargs, assigned)
-
-    def attach_child(
-        self,
-        parent: WorkflowContext,
-        function_id: int,
-        name: str,
-        assigned: str | None,
-        start: Callable[[str], Coroutine[Any, Any, WorkflowHandle[Any]]],
-    ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
-        """The child recorded at ``function_id``, or a new one made by ``start(child_id)``."""
-        return self.starter.attach_child(parent, function_id, name, assigned, start)
 
     async def await_result(self, workflow_id: str, hint: object = None) -> object:
         """Wait until the workflow ends and return or raise its outcome."""

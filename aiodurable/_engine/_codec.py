@@ -85,28 +85,22 @@ class Codec:
         """The recorded outcome of a journal entry: its output decoded, or its exception raised."""
         if entry.error is not None:
             raise decode_exception(entry.error, workflow_id=workflow_id)
-        if entry.output is None:
+        what = f"the recorded result of {entry.name!r} in workflow {workflow_id!r}"
+        return self._value(entry.format, entry.output, hint, what)
+
+    def _value(self, fmt: str, data: bytes | None, hint: object, what: str) -> Any:
+        """A recorded value (None when nothing was recorded), decoded per ``hint``."""
+        if data is None:
             return None
-        return decode(
-            self.serializer_for(entry.format),
-            entry.output,
-            hint,
-            what=f"the recorded result of {entry.name!r} in workflow {workflow_id!r}",
-        )
+        return decode(self.serializer_for(fmt), data, hint, what=what)
 
     def result_of(self, row: WorkflowRow, hint: object) -> object:
         """The outcome of a finished workflow's row: its result decoded, or its exception
         raised (:class:`WorkflowCancelled`, :class:`WorkflowFailed` for the other ends)."""
         status = row.status
         if status == "SUCCESS":
-            if row.output is None:
-                return None
-            return decode(
-                self.serializer_for(row.format),
-                row.output,
-                hint,
-                what=f"the result of workflow {row.workflow_id!r}",
-            )
+            what = f"the result of workflow {row.workflow_id!r}"
+            return self._value(row.format, row.output, hint, what)
         if status == "ERROR" and row.error is not None:
             raise decode_exception(row.error, workflow_id=row.workflow_id)
         if status == "CANCELLED":

@@ -41,26 +41,31 @@ try:
 except ImportError:  # pragma: no cover - pytest is a test dependency
     pass
 else:
+    from . import _plugin
     from ._plugin import (
-        RuntimeFactory,
-        durable_clock,
-        durable_database_url,
-        durable_runtime,
-        durable_runtime_factory,
-        durable_schema,
-        pytest_configure,
+        RuntimeFactory as RuntimeFactory,
+    )
+    from ._plugin import (
+        durable_clock as durable_clock,
+    )
+    from ._plugin import (
+        durable_database_url as durable_database_url,
+    )
+    from ._plugin import (
+        durable_runtime as durable_runtime,
+    )
+    from ._plugin import (
+        durable_runtime_factory as durable_runtime_factory,
+    )
+    from ._plugin import (
+        durable_schema as durable_schema,
+    )
+    from ._plugin import (
+        pytest_configure as pytest_configure,
     )
 
     # The plugin's class, hooks and fixtures: pytest finds the fixtures in this module.
-    __all__ += [
-        "RuntimeFactory",
-        "durable_clock",
-        "durable_database_url",
-        "durable_runtime",
-        "durable_runtime_factory",
-        "durable_schema",
-        "pytest_configure",
-    ]
+    __all__ += _plugin.__all__
 
 for _name in (
     "ClockMismatchError",
