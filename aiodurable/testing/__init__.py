@@ -42,26 +42,14 @@ except ImportError:  # pragma: no cover - pytest is a test dependency
     pass
 else:
     from . import _plugin
-    from ._plugin import (
-        RuntimeFactory as RuntimeFactory,
-    )
-    from ._plugin import (
-        durable_clock as durable_clock,
-    )
-    from ._plugin import (
-        durable_database_url as durable_database_url,
-    )
-    from ._plugin import (
-        durable_runtime as durable_runtime,
-    )
-    from ._plugin import (
-        durable_runtime_factory as durable_runtime_factory,
-    )
-    from ._plugin import (
-        durable_schema as durable_schema,
-    )
-    from ._plugin import (
-        pytest_configure as pytest_configure,
+    from ._plugin import (  # noqa: F401  # exported by the line below
+        RuntimeFactory,
+        durable_clock,
+        durable_database_url,
+        durable_runtime,
+        durable_runtime_factory,
+        durable_schema,
+        pytest_configure,
     )
 
     # The plugin's class, hooks and fixtures: pytest finds the fixtures in this module.
