@@ -21,10 +21,10 @@ import orjson
 from ._context import WorkflowContext, current_workflow, in_step, require_workflow
 from ._current import current_engine
 from ._exceptions import SerializationError
-from ._journal import Live, journaled
+from ._journal import JournalCall, Live, journaled
+from ._records import AUTO_KEY_PREFIX, StepRow
 from ._serde import decode
 from ._signals import Signal
-from ._store import AUTO_KEY_PREFIX, StepRow
 from ._validate import check_id, check_timeout
 
 if TYPE_CHECKING:
@@ -64,41 +64,37 @@ def sleep(seconds: float) -> Coroutine[Any, Any, None]:
 
 async def _sleep(ctx: WorkflowContext, function_id: int, seconds: float | None) -> None:
     engine = ctx.engine
-
-    async def record_wake_time() -> StepRow:
+    call = JournalCall(ctx, function_id, SLEEP)
+    entry = call.recorded
+    if entry is None:
+        if call.start():
+            await call.prove()
         now = engine.clock.now()
         # The wake-up time, or null for a sleep without end.
         wake = b"null" if seconds is None else orjson.dumps(now + seconds)
         entry = StepRow(function_id, SLEEP, "json", wake, None, None, now, now)
-        return await engine.checkpoint(ctx, entry) or entry
-
-    async def until_wake_time(entry: StepRow) -> None:
-        wake_at = _wake_time(ctx, entry)
-        if wake_at is None:
-            await ctx.interruptible(engine.clock.wait(asyncio.Event(), None))  # until cancelled
-        else:
-            await ctx.interruptible(engine.clock.sleep_until(wake_at))
-
-    await journaled(
-        ctx, function_id, SLEEP, record_wake_time, decode=_nothing, settle=until_wake_time
-    )
+        entry = await engine.checkpoint(ctx, entry) or entry
+    elif ctx.replay_only:
+        return  # a replay never waits
+    wake_at = _wake_time(call, entry)
+    if wake_at is None:
+        await ctx.interruptible(engine.clock.wait(asyncio.Event(), None))  # until cancelled
+    else:
+        await ctx.interruptible(engine.clock.sleep_until(wake_at))
 
 
-def _wake_time(ctx: WorkflowContext, entry: StepRow) -> float | None:
+def _wake_time(call: JournalCall, entry: StepRow) -> float | None:
     """The wake-up time a sleep recorded (None: it sleeps until cancelled)."""
-    wake_at = ctx.engine.replay(ctx.workflow_id, entry, None)
+    wake_at = call.result(entry)
     if wake_at is None:
         return None
     if isinstance(wake_at, bool) or not isinstance(wake_at, int | float):
         raise SerializationError(
-            f"the sleep at function ID {entry.function_id} of workflow {ctx.workflow_id!r}"
-            f" recorded {wake_at!r} as its wake-up time, which is not a time"
+            f"the sleep at function ID {entry.function_id} of workflow"
+            f" {call.ctx.workflow_id!r} recorded {wake_at!r} as its wake-up time, which is not"
+            " a time"
         )
     return float(wake_at)
-
-
-def _nothing(entry: StepRow) -> None:
-    return None
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -160,15 +156,26 @@ async def _send(
         now = rt.clock.now()
         await rt.store.send(destination_id, topic, fmt, data, now, idempotency_key=idempotency_key)
         return
-    workflow_id = ctx.workflow_id
+    await journaled(
+        ctx, function_id, SEND, _deliver, rt, ctx, function_id, destination_id, topic, fmt, data
+    )
 
-    async def deliver() -> Live:
-        now = rt.clock.now()
-        entry = StepRow(function_id, SEND, "json", None, None, None, now, now)
-        await rt.store.send(destination_id, topic, fmt, data, now, checkpoint=(workflow_id, entry))
-        return Live(None)
 
-    await journaled(ctx, function_id, SEND, deliver, decode=_nothing)
+async def _deliver(
+    rt: Engine,
+    ctx: WorkflowContext,
+    function_id: int,
+    destination_id: str,
+    topic: str,
+    fmt: str,
+    data: bytes,
+) -> Live:
+    """A live send from a workflow: the message and its journal entry in one statement."""
+    now = rt.clock.now()
+    entry = StepRow(function_id, SEND, "json", None, None, None, now, now)
+    checkpoint = (ctx.workflow_id, entry)
+    await rt.store.send(destination_id, topic, fmt, data, now, checkpoint=checkpoint)
+    return Live(None)
 
 
 def recv(topic: str | None = None, timeout: float = 60.0) -> Coroutine[Any, Any, Any]:
@@ -185,29 +192,27 @@ def recv(topic: str | None = None, timeout: float = 60.0) -> Coroutine[Any, Any,
 
 
 async def _recv(ctx: WorkflowContext, function_id: int, topic: str, timeout: float | None) -> Any:
+    call = JournalCall(ctx, function_id, RECV)
+    entry = call.recorded
+    if entry is not None:
+        return call.result(entry)
+    if call.start():
+        await call.prove()
     rt = ctx.engine
-
-    async def consume() -> StepRow:
-        deadline: float | None = None  # none recorded yet, or (timeout None) none at all
-        with rt.notifier.watch(Signal.MESSAGE, ctx.workflow_id, topic) as waiter:
-            while True:
-                waiter.clear()
-                now = rt.clock.now()
-                entry = await rt.store.consume_message(
-                    ctx.workflow_id, topic, function_id, RECV, now
-                )
-                if entry is not None:
-                    return entry
-                if deadline is None and timeout is not None:
-                    deadline = await rt.store.wait_deadline(
-                        ctx.workflow_id, function_id, now + timeout
-                    )
-                if deadline is not None and now >= deadline:
-                    row = StepRow(function_id, RECV, "json", b"null", None, None, now, now)
-                    return await rt.checkpoint(ctx, row) or row
-                await ctx.interruptible(waiter.wait(deadline))
-
-    return await journaled(ctx, function_id, RECV, consume)
+    deadline: float | None = None  # none recorded yet, or (timeout None) none at all
+    with rt.notifier.watch(Signal.MESSAGE, ctx.workflow_id, topic) as waiter:
+        while True:
+            waiter.clear()
+            now = rt.clock.now()
+            entry = await rt.store.consume_message(ctx.workflow_id, topic, function_id, RECV, now)
+            if entry is not None:
+                return call.result(entry)
+            if deadline is None and timeout is not None:
+                deadline = await rt.store.wait_deadline(ctx.workflow_id, function_id, now + timeout)
+            if deadline is not None and now >= deadline:
+                row = StepRow(function_id, RECV, "json", b"null", None, None, now, now)
+                return call.result(await rt.checkpoint(ctx, row) or row)
+            await ctx.interruptible(waiter.wait(deadline))
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -223,16 +228,17 @@ def set_event(key: str, value: object) -> Coroutine[Any, Any, None]:
 
 
 async def _set_event(ctx: WorkflowContext, function_id: int, key: str, data: bytes) -> None:
+    await journaled(ctx, function_id, SET_EVENT, _publish, ctx, function_id, key, data)
+
+
+async def _publish(ctx: WorkflowContext, function_id: int, key: str, data: bytes) -> Live:
+    """A live set_event: the value and its journal entry in one statement."""
     rt = ctx.engine
-
-    async def publish() -> Live:
-        now = rt.clock.now()
-        fmt = rt.serializer.name
-        entry = StepRow(function_id, SET_EVENT, fmt, data, None, None, now, now)
-        await rt.store.set_event(ctx.workflow_id, entry, key, fmt, data)
-        return Live(None)
-
-    await journaled(ctx, function_id, SET_EVENT, publish, decode=_nothing)
+    now = rt.clock.now()
+    fmt = rt.serializer.name
+    entry = StepRow(function_id, SET_EVENT, fmt, data, None, None, now, now)
+    await rt.store.set_event(ctx.workflow_id, entry, key, fmt, data)
+    return Live(None)
 
 
 def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Coroutine[Any, Any, Any]:
@@ -263,38 +269,35 @@ async def _get_event(
     key: str,
     timeout: float | None,
 ) -> Any:
-    async def wait() -> tuple[str, bytes]:
-        """The event's format and value once it is set, or JSON null past the timeout."""
-        deadline: float | None = None  # none computed yet, or (timeout None) none at all
-        with rt.notifier.watch(Signal.EVENT, workflow_id, key) as waiter:
-            while True:
-                waiter.clear()
-                found = await rt.store.get_event(workflow_id, key)
-                if found is not None:
-                    return found
-                now = rt.clock.now()
-                if deadline is None and timeout is not None:
-                    deadline = now + timeout
-                    if ctx is not None:
-                        deadline = await rt.store.wait_deadline(
-                            ctx.workflow_id, function_id, deadline
-                        )
-                if deadline is not None and now >= deadline:
-                    return "json", b"null"
-                wake = waiter.wait(deadline)
-                await (wake if ctx is None else ctx.interruptible(wake))
-
-    if ctx is None:
-        return _decode_event(rt, workflow_id, key, *await wait())
-
-    async def read() -> StepRow | Live:
-        fmt, data = await wait()
-        now = rt.clock.now()
+    call = None if ctx is None else JournalCall(ctx, function_id, GET_EVENT)
+    if call is not None:
+        if call.recorded is not None:
+            return call.result(call.recorded)
+        if call.start():
+            await call.prove()
+    deadline: float | None = None  # none computed yet, or (timeout None) none at all
+    with rt.notifier.watch(Signal.EVENT, workflow_id, key) as waiter:
+        while True:
+            waiter.clear()
+            found = await rt.store.get_event(workflow_id, key)
+            now = rt.clock.now()
+            if found is not None:
+                break
+            if deadline is None and timeout is not None:
+                deadline = now + timeout
+                if ctx is not None:
+                    deadline = await rt.store.wait_deadline(ctx.workflow_id, function_id, deadline)
+            if deadline is not None and now >= deadline:
+                break
+            wait = waiter.wait(deadline)
+            await (wait if ctx is None else ctx.interruptible(wait))
+    fmt, data = found if found is not None else ("json", b"null")
+    if call is not None and ctx is not None:
         row = StepRow(function_id, GET_EVENT, fmt, data, None, None, now, now)
         recorded = await rt.checkpoint(ctx, row)
-        return recorded or Live(_decode_event(rt, workflow_id, key, fmt, data))
-
-    return await journaled(ctx, function_id, GET_EVENT, read)
+        if recorded is not None:
+            return call.result(recorded)
+    return _decode_event(rt, workflow_id, key, fmt, data)
 
 
 def _decode_event(rt: Engine, workflow_id: str, key: str, fmt: str, data: bytes) -> Any:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._exceptions import NonDeterminismError, NoRuntimeError
-from ._store import StepRow
+from ._records import StepRow
 from ._validate import check_id, check_timeout
 
 if TYPE_CHECKING:

@@ -17,13 +17,13 @@ from typing import Any, ParamSpec, TypeVar
 from ._context import WorkflowContext, current_workflow, in_step, step_body
 from ._exceptions import MaxRetriesExceeded
 from ._journal import Live, journaled
+from ._records import StepRow
 from ._retry import NonRetryable, Retry
 from ._serde import encode_exception, return_hint
-from ._store import StepRow
 from ._tracing import step_span
 from ._validate import check_id, check_timeout
 
-__all__ = ["StepDef", "checkpoint_failure", "run_checkpointed", "step"]
+__all__ = ["StepDef", "checkpoint_failure", "step"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -73,32 +73,29 @@ async def checkpoint_failure(
     return await ctx.engine.checkpoint(ctx, row)
 
 
-async def run_checkpointed(
+async def _run_step(
     ctx: WorkflowContext,
     function_id: int,
-    name: str,
-    hint: object,
-    body: Callable[[], Coroutine[Any, Any, object]],
-) -> Any:
-    """Replay the entry at ``function_id``, or run ``body`` and checkpoint its outcome."""
-
-    async def effect() -> StepRow | Live:
-        engine = ctx.engine
-        started = engine.clock.now()
-        try:
-            with step_span(name, ctx.workflow_id, function_id), step_body(name):
-                result = await body()
-        except Exception as exc:
-            entry = await checkpoint_failure(ctx, function_id, name, exc, started)
-            if entry is None:
-                raise
-            return entry
-        fmt = engine.serializer.name
-        data = engine.encode(result, what=f"the result of step {name!r}")
-        row = StepRow(function_id, name, fmt, data, None, None, started, engine.clock.now())
-        return await engine.checkpoint(ctx, row) or Live(result)
-
-    return await journaled(ctx, function_id, name, effect, hint=hint)
+    sdef: StepDef,
+    args: tuple[object, ...],
+    kwargs: dict[str, Any],
+) -> StepRow | Live:
+    """A live step: run its body, then checkpoint its result or its failure."""
+    engine = ctx.engine
+    name = sdef.name
+    started = engine.clock.now()
+    try:
+        with step_span(name, ctx.workflow_id, function_id), step_body(name):
+            result = await sdef.invoke(ctx, args, kwargs)
+    except Exception as exc:
+        entry = await checkpoint_failure(ctx, function_id, name, exc, started)
+        if entry is None:
+            raise
+        return entry
+    fmt = engine.serializer.name
+    data = engine.encode(result, what=f"the result of step {name!r}")
+    row = StepRow(function_id, name, fmt, data, None, None, started, engine.clock.now())
+    return await engine.checkpoint(ctx, row) or Live(result)
 
 
 def step(
@@ -138,12 +135,17 @@ def step(
             function_id = ctx.next_function_id()  # taken now, before the first await
             if not hints:
                 hints.append(return_hint(fn))
-            return run_checkpointed(
+            return journaled(
                 ctx,
                 function_id,
                 sdef.name,
-                hints[0],
-                lambda: sdef.invoke(ctx, args, kwargs),
+                _run_step,
+                ctx,
+                function_id,
+                sdef,
+                args,
+                kwargs,
+                hint=hints[0],
             )
 
         call.__aiodurable_step__ = sdef  # type: ignore[attr-defined]  # our marker attribute

@@ -27,9 +27,10 @@ from ._context import WorkflowContext, current_workflow, in_step, step_body
 from ._current import current_engine
 from ._exceptions import DatabaseUnavailable
 from ._journal import Live, journaled
+from ._records import StepRow
 from ._serde import return_hint
 from ._step import checkpoint_failure
-from ._store import TRANSIENT, StepRow
+from ._store import TRANSIENT
 from ._tracing import step_span
 
 __all__ = ["Isolation", "transaction"]
@@ -85,8 +86,20 @@ def transaction(
                 return _plain(fn, isolation, args, kwargs)
             if not hints:
                 hints.append(return_hint(fn))
-            return _journaled(
-                ctx, ctx.next_function_id(), tx_name, hints[0], fn, isolation, args, kwargs
+            function_id = ctx.next_function_id()
+            return journaled(
+                ctx,
+                function_id,
+                tx_name,
+                _transact,
+                ctx,
+                function_id,
+                tx_name,
+                fn,
+                isolation,
+                args,
+                kwargs,
+                hint=hints[0],
             )
 
         call.__aiodurable_transaction__ = tx_name  # type: ignore[attr-defined]  # our marker
@@ -175,32 +188,7 @@ class _ConnectionLost(Exception):
     """The transaction's connection failed (not its body): run it again on a fresh one."""
 
 
-async def _journaled(
-    ctx: WorkflowContext,
-    function_id: int,
-    name: str,
-    hint: object,
-    fn: Callable[..., Coroutine[Any, Any, R]],
-    isolation: str,
-    args: tuple[object, ...],
-    kwargs: dict[str, Any],
-) -> R:
-    rt = ctx.engine
-    separate = rt.app_store is not rt.store
-
-    async def effect() -> StepRow | Live:
-        if separate:
-            # Committed in the application database but not yet journaled here: adopt it.
-            entry = await rt.app_store.get_step(ctx.workflow_id, function_id)
-            if entry is not None:
-                await rt.checkpoint(ctx, entry)
-                return entry
-        return await _run_once(ctx, function_id, name, fn, isolation, args, kwargs)
-
-    return await journaled(ctx, function_id, name, effect, hint=hint)  # type: ignore[no-any-return]
-
-
-async def _run_once(
+async def _transact(
     ctx: WorkflowContext,
     function_id: int,
     name: str,
@@ -209,10 +197,16 @@ async def _run_once(
     args: tuple[object, ...],
     kwargs: dict[str, Any],
 ) -> StepRow | Live:
-    """Run the transaction until it commits with its journal entry (retrying on a lost
-    connection), or journal the failure of its body."""
+    """A live transaction: run it until it commits with its journal entry (retrying on a lost
+    connection), or journal the failure of its body. With a separate application database, an
+    entry committed there but not yet journaled here is adopted, and the body not run again."""
     rt = ctx.engine
     separate = rt.app_store is not rt.store
+    if separate:
+        adopted = await rt.app_store.get_step(ctx.workflow_id, function_id)
+        if adopted is not None:
+            await rt.checkpoint(ctx, adopted)
+            return adopted
     started = rt.clock.now()
 
     async def once() -> tuple[R, StepRow, StepRow | None]:

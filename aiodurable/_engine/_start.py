@@ -21,7 +21,7 @@ from .._context import (
 )
 from .._exceptions import DuplicateWorkflowError, NonDeterminismError
 from .._handle import WorkflowHandle
-from .._journal import Live, journaled
+from .._journal import JournalCall
 from .._options import StartSettings, take_shorthand
 from .._records import NewWorkflow, StepRow, WorkflowRow
 from .._workflow import WorkflowDef, check_id, definition_of
@@ -166,24 +166,20 @@ class Starter:
         journaled there, so a recovered parent re-attaches to the same child. The child's ID is
         ``{parent}-{function_id}`` unless one was assigned."""
         engine = self._engine
-
-        async def start_and_journal() -> Live:
+        call = JournalCall(parent, function_id, name)
+        entry = call.recorded
+        if entry is None:
+            if call.start():
+                await call.prove()
             handle = await start(assigned or f"{parent.workflow_id}-{function_id}")
             now = engine.clock.now()
             row = StepRow(function_id, name, "json", None, None, handle.workflow_id, now, now)
             await engine.executor.checkpoint(parent, row)
-            return Live(handle)
-
-        def attach(entry: StepRow) -> WorkflowHandle[Any]:
-            if entry.child_workflow_id is None:
-                raise NonDeterminismError(
-                    f"workflow {parent.workflow_id!r} recorded {name!r} at function ID"
-                    f" {function_id} as a step, but now starts a child workflow of that name"
-                    " there; the workflow's code changed since it started"
-                )
-            return engine.executor.handle(entry.child_workflow_id, name)
-
-        handle: WorkflowHandle[Any] = await journaled(
-            parent, function_id, name, start_and_journal, decode=attach
-        )
-        return handle
+            return handle
+        if entry.child_workflow_id is None:
+            raise NonDeterminismError(
+                f"workflow {parent.workflow_id!r} recorded {name!r} at function ID"
+                f" {function_id} as a step, but now starts a child workflow of that name"
+                " there; the workflow's code changed since it started"
+            )
+        return engine.executor.handle(entry.child_workflow_id, name)
