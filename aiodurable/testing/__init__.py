@@ -41,8 +41,7 @@ try:
 except ImportError:  # pragma: no cover - pytest is a test dependency
     pass
 else:
-    from . import _plugin
-    from ._plugin import (  # noqa: F401  # exported by the line below
+    from ._plugin import (
         RuntimeFactory,
         durable_clock,
         durable_database_url,
@@ -53,7 +52,15 @@ else:
     )
 
     # The plugin's class, hooks and fixtures: pytest finds the fixtures in this module.
-    __all__ += _plugin.__all__
+    __all__ += [
+        "RuntimeFactory",
+        "durable_clock",
+        "durable_database_url",
+        "durable_runtime",
+        "durable_runtime_factory",
+        "durable_schema",
+        "pytest_configure",
+    ]
 
 for _name in (
     "ClockMismatchError",
