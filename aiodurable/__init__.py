@@ -16,6 +16,7 @@ from ._api import (
     resume_workflow,
     retrieve_workflow,
     start_workflow,
+    upgrade_workflows,
 )
 from ._clock import Clock, SystemClock
 from ._comm import get_event, recv, send, set_event, sleep
@@ -40,12 +41,14 @@ from ._handle import WorkflowHandle
 from ._health import LoopHealth, RuntimeHealth
 from ._logging import WorkflowContextFilter
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus
+from ._patch import deprecate_patch, patch
 from ._queue import EnqueueOptions, Queue, RateLimit
 from ._retry import NonRetryable, Retry
 from ._runtime import Runtime, StartOptions
 from ._serde import JsonSerializer, PickleSerializer, Serializer
 from ._step import step
 from ._transaction import transaction
+from ._upgrade import UpgradeReport
 from ._workflow import workflow
 
 __version__ = "0.1.0"
@@ -76,6 +79,7 @@ __all__ = [
     "StartOptions",
     "StepInfo",
     "SystemClock",
+    "UpgradeReport",
     "WorkflowCancelled",
     "WorkflowContextFilter",
     "WorkflowFailed",
@@ -86,11 +90,13 @@ __all__ = [
     "WorkflowStatus",
     "cancel_workflow",
     "current_workflow_id",
+    "deprecate_patch",
     "fork_workflow",
     "get_event",
     "get_workflow_status",
     "list_steps",
     "list_workflows",
+    "patch",
     "recv",
     "restart_workflow",
     "resume_workflow",
@@ -103,6 +109,7 @@ __all__ = [
     "start_workflow",
     "step",
     "transaction",
+    "upgrade_workflows",
     "workflow",
 ]
 

@@ -9,6 +9,7 @@ from ._current import current_runtime
 from ._handle import WorkflowHandle
 from ._manage import WorkflowFilter
 from ._models import StepInfo, WorkflowInfo
+from ._upgrade import UpgradeReport
 
 __all__ = [
     "cancel_workflow",
@@ -20,6 +21,7 @@ __all__ = [
     "resume_workflow",
     "retrieve_workflow",
     "start_workflow",
+    "upgrade_workflows",
 ]
 
 P = ParamSpec("P")
@@ -94,3 +96,14 @@ async def fork_workflow(
     return await current_runtime().fork_workflow(
         workflow_id, start_step, new_workflow_id=new_workflow_id, app_version=app_version
     )
+
+
+async def upgrade_workflows(
+    from_version: str | None = None, *, dry_run: bool = False
+) -> UpgradeReport:
+    """Move every PENDING or ENQUEUED workflow of another application version (of
+    ``from_version`` only, when given) whose journal replays cleanly against the current code to
+    the current version, where it resumes from its last completed step; the others stay,
+    reported with the reason. ``dry_run=True`` changes nothing. See
+    :meth:`Runtime.upgrade_workflows`."""
+    return await current_runtime().upgrade_workflows(from_version, dry_run=dry_run)

@@ -1,9 +1,12 @@
-"""``aiodurable workflow ...``: list, get, steps, cancel, resume, restart, fork, recover.
+"""``aiodurable workflow ...``: list, get, steps, cancel, resume, restart, fork, recover, upgrade.
 
 Each command opens a runtime that recovers nothing and runs nothing itself: commands that need a
 workflow's code (resume, restart, fork, recover) leave the workflow PENDING for any live runtime
-of the right application version, which takes it at once. Output is a readable table, or JSON
-with ``--json``. Exit status: 0 success, 1 workflow not found, 2 usage error.
+of the right application version, which takes it at once. ``upgrade`` imports the modules that
+define the workflows (the new code) and adopts into that code's application version the
+workflows that replay cleanly on it, for its live runtimes to run. Output is a readable table,
+or JSON with ``--json``. Exit status: 0 success, 1 workflow not found (``upgrade``: some workflows
+could not be adopted), 2 usage error.
 
 Text from the database (IDs, names, outputs, errors) may hold terminal escape sequences, which
 could retitle the window, clear the screen or fake output; tables and ``get`` print every control
@@ -14,6 +17,7 @@ character (C0, DEL, C1), bidirectional override and unpaired surrogate as a visi
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import sys
@@ -265,6 +269,48 @@ async def _recover(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_code(modules: Sequence[str]) -> None:
+    """Import the modules that define the workflows (from the current folder too, as ``python
+    -m`` would), so that the runtime hashes and replays their code."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(
+                f"cannot import {module!r} ({exc}); give --import the dotted name of a module"
+                " that defines the workflows, importable from this folder"
+            ) from None
+
+
+async def _upgrade(args: argparse.Namespace) -> int:
+    _import_code(args.imports)
+    url = args.database_url or os.environ.get("AIODURABLE_DATABASE_URL") or None
+    async with Runtime(url, schema=args.schema, recover=False) as rt:
+        report = await rt.upgrade_workflows(args.from_version, dry_run=args.dry_run)
+        version = rt.app_version
+    if args.json:
+        _print_json(
+            {
+                "app_version": version,
+                "dry_run": args.dry_run,
+                "adopted": report.adopted,
+                "incompatible": report.incompatible,
+            }
+        )
+    else:
+        verb = "would adopt" if args.dry_run else "adopted"
+        print(f"{verb} {len(report.adopted)} workflow(s) into version {_printable(version)}")
+        for wid in report.adopted:
+            print(f"  {_printable(wid)}")
+        if report.incompatible:
+            print(f"left {len(report.incompatible)} workflow(s) on their own version:")
+            for wid, reason in report.incompatible.items():
+                print(f"  {_printable(wid)}: {_printable(reason)}")
+    return 1 if report.incompatible else 0
+
+
 async def _report(rt: Runtime, workflow_id: str, as_json: bool) -> int:
     info = await rt.get_workflow_status(workflow_id)
     if as_json:
@@ -280,6 +326,12 @@ def add_workflow_commands(commands: argparse._SubParsersAction[argparse.Argument
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     def command(name: str, handler: _Command, help_text: str) -> argparse.ArgumentParser:
+        parser = plain_command(name, help_text)
+        parser.set_defaults(command=_opened(handler))
+        return parser
+
+    def plain_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        """A command with the options they all take, which opens its runtime itself."""
         parser = actions.add_parser(name, help=help_text, description=help_text)
         parser.add_argument(
             "--database-url",
@@ -290,7 +342,6 @@ def add_workflow_commands(commands: argparse._SubParsersAction[argparse.Argument
             "--schema", type=schema_name, default="aiodurable", help="aiodurable's schema"
         )
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-        parser.set_defaults(command=_opened(handler))
         return parser
 
     listing = command("list", _list, "list workflows, newest first")
@@ -324,6 +375,24 @@ def add_workflow_commands(commands: argparse._SubParsersAction[argparse.Argument
     )
     recover = command("recover", _recover, "hand a gone executor's workflows to live runtimes")
     recover.add_argument("--executor", type=_text, required=True)
+    upgrade = plain_command(
+        "upgrade", "adopt other versions' unfinished workflows that replay cleanly on the code"
+    )
+    upgrade.set_defaults(command=_upgrade)
+    upgrade.add_argument(
+        "--import",
+        dest="imports",
+        metavar="MODULE",
+        action="append",
+        required=True,
+        help="a module defining the workflows (the new code); repeatable",
+    )
+    upgrade.add_argument(
+        "--from-version", type=_text, default=None, help="adopt only from this application version"
+    )
+    upgrade.add_argument(
+        "--dry-run", action="store_true", help="check and report only: change nothing"
+    )
 
 
 def _opened(handler: _Command) -> Callable[[argparse.Namespace], Awaitable[int]]:

@@ -194,8 +194,10 @@ async def resume_workflow(engine: Engine, workflow_id: str) -> WorkflowHandle[An
             f"workflow {workflow_id!r} is PENDING on application version {row.app_version!r}"
             f" (executor {row.executor_id or 'none'!r}), and resume changed nothing: a runtime"
             f" of that version runs it, and one running it now must not be raced. To finish it"
-            f" on the current code instead, cancel it, then resume it"
-            f" (aiodurable workflow cancel {workflow_id} && aiodurable workflow resume"
+            f" on the current code instead, adopt it once its executor has stopped"
+            f" (upgrade_workflows(), or aiodurable workflow upgrade --import MODULE), which"
+            f" first checks that the current code replays its journal; or cancel it, then"
+            f" resume it (aiodurable workflow cancel {workflow_id} && aiodurable workflow resume"
             f" {workflow_id}); it continues from its last completed step",
         )
     wdef = lookup(row.name)
@@ -293,9 +295,10 @@ async def log_other_versions(engine: Engine) -> None:
     logger.warning(
         "%d unfinished workflow(s) belong to other application versions and will not run on"
         " this one (%r): %s. A runtime of their version finishes them; to see them run"
-        " 'aiodurable workflow list --app-version %s --status PENDING --status ENQUEUED', and to"
-        " move one to this version run 'aiodurable workflow cancel ID' then 'aiodurable workflow"
-        " resume ID' (it continues from its last completed step). Pin app_version= (or"
+        " 'aiodurable workflow list --app-version %s --status PENDING --status ENQUEUED'; to move"
+        " to this version those whose journal the current code replays cleanly, run"
+        " 'aiodurable workflow upgrade --import MODULE' (or upgrade_workflows(), or open with"
+        " Runtime(auto_upgrade=True)); add --dry-run to see which first. Pin app_version= (or"
         " AIODURABLE_APP_VERSION) if your edits keep in-flight workflows compatible.",
         total,
         engine.app_version,

@@ -104,6 +104,7 @@ class RuntimeOptions:
     command_timeout: float | None
     unreachable_timeout: float
     backend: Backend
+    auto_upgrade: bool = False
 
     def __post_init__(self) -> None:
         self._check()

@@ -24,6 +24,7 @@ from ._manage import WorkflowFilter
 from ._models import StepInfo, WorkflowInfo
 from ._options import RuntimeOptions, StartSettings, default_executor_id, from_environment
 from ._serde import JsonSerializer, Serializer
+from ._upgrade import UpgradeReport
 
 __all__ = ["Runtime", "StartOptions", "call_workflow", "current_runtime", "engine_of", "hooks"]
 
@@ -63,6 +64,10 @@ class Runtime:
     - ``unreachable_timeout``: seconds an operation keeps retrying while PostgreSQL is out of
       reach before it raises :class:`DatabaseUnavailable` (the runtime's own background work
       never gives up: it pauses and goes on once the database is back; see :meth:`health`).
+    - ``auto_upgrade=True``: as it begins, before recovering, adopt the PENDING and ENQUEUED
+      workflows of other application versions whose journals replay cleanly on this code, and
+      run them (see :meth:`upgrade_workflows`); the report is logged, with a WARNING naming each
+      workflow left on its own version and why. A ``recover=False`` runtime adopts nothing.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class Runtime:
         command_timeout: float | None = 30.0,
         unreachable_timeout: float = 30.0,
         backend: Backend | None = None,
+        auto_upgrade: bool = False,
     ) -> None:
         options = RuntimeOptions(
             database_url=from_environment(database_url, "AIODURABLE_DATABASE_URL"),
@@ -106,6 +112,7 @@ class Runtime:
             command_timeout=command_timeout,
             unreachable_timeout=unreachable_timeout,
             backend=backend or PostgresBackend(),
+            auto_upgrade=auto_upgrade,
         )
         self._engine = Engine(options, self)
         self._token: Token[Engine | None] | None = None
@@ -331,6 +338,23 @@ class Runtime:
         ``MAX_RECOVERY_ATTEMPTS_EXCEEDED``.
         """
         return await self._engine.recover(executor_id)
+
+    async def upgrade_workflows(
+        self, from_version: str | None = None, *, dry_run: bool = False
+    ) -> UpgradeReport:
+        """Move to this runtime's application version every PENDING or ENQUEUED workflow of
+        another version (of ``from_version`` only, when given) whose recorded journal replays
+        cleanly against the current code: no step runs and nothing waits while it is checked.
+        Each adopted workflow resumes from its last completed step: here, at once, when this
+        runtime runs workflows, else on any live runtime of this version. The others stay on
+        their own version, untouched: a journal the code no longer matches (the report names
+        the step recorded and the step called now), a workflow name this program does not
+        register, or a PENDING workflow that a live executor of its version still runs.
+
+        Each workflow is adopted by one conditional write, so a crash leaves it adopted or
+        untouched. ``dry_run=True`` writes nothing and reports what would be adopted. See
+        :class:`aiodurable.UpgradeReport`."""
+        return await self._engine.upgrade_workflows(from_version, dry_run=dry_run)
 
     # -- for tests ---------------------------------------------------------------------------
 

@@ -114,6 +114,8 @@ ROWS = (
         targets=(("a >= 2000/s", _at_least(2000.0)),),
     ),
     Row("W5", "seconds", "recovery: new runtime until all SUCCESS", "s"),
+    Row("W7", "adopted_per_s", "adoption of W5's workflows from another version", "wf/s"),
+    Row("W7", "seconds", "adoption: upgrade_workflows() until all SUCCESS", "s"),
     Row(
         "W6",
         "bytes_per_waiting",

@@ -24,6 +24,9 @@ column is skipped with a note. Workloads:
   are SUCCESS.
 - W6: 10,000 workflows waiting in recv in one process: memory per waiting workflow, and the time
   to wake them all with 10,000 sends.
+- W7 (aiodurable only): W5's 10,000 workflows, recorded by another application version whose
+  executor is gone; ``upgrade_workflows()`` on a runtime of the current version: workflows
+  adopted per second (each journal replayed against the code first), shown beside W5's rate.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ RUNNERS = {
 }
 # Extra environment per system: the baseline imports aiodurable from a tree of its own.
 RUNNER_ENV: dict[str, dict[str, str]] = {}
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
 RESULT_PREFIX = "BENCH_RESULT "  # as printed by bench/systems/harness.py
 SETTINGS = ("server_version", "fsync", "synchronous_commit", "shared_buffers", "max_connections")
 

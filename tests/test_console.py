@@ -760,3 +760,100 @@ async def test_queue_positions_show_for_the_rows_shown(runtime: RuntimeFactory) 
     assert len(rows) == PAGE_SIZE  # the newest 50: q-120 down to q-71
     assert rows["q-120"] == "120" and rows["q-71"] == "71"
     assert "(position 120)" in page and "(position 1)" in urgent
+
+
+# -- workflows of another application version ---------------------------------------------------
+
+
+async def _recorded_by_old_version(runtime: RuntimeFactory, text: str) -> str:
+    """A ``gated`` workflow left waiting in its recv by a runtime of version v1 (executor
+    ``old``), which then closed: PENDING under v1 with no live executor."""
+    async with runtime(app_version="v1", executor_id="old") as old:
+        handle = await old.start_workflow(gated, text)
+        await old.get_event(handle.workflow_id, "seen", timeout=30)
+    return handle.workflow_id
+
+
+async def test_the_list_marks_workflows_of_another_version(runtime: RuntimeFactory) -> None:
+    """The list's version column marks a workflow of another version than the console's, with
+    both versions in its title; one of the console's own version is not marked."""
+    old_id = await _recorded_by_old_version(runtime, "o")
+    async with runtime() as rt, served(create_app(rt)) as url, httpx.AsyncClient() as http:
+        with aiodurable.set_workflow_id("current-1"):
+            await echo("c")
+        listing = (await http.get(f"{url}/")).text
+    cells = dict(re.findall(r'data-workflow-id="([^"]+)".*?<td class="(ver[^"]*)"', listing))
+    assert cells == {old_id: "ver ver-other", "current-1": "ver"}
+    assert 'title="v1 (this console runs version test-version)"' in listing
+
+
+async def test_a_workflow_of_another_version_is_adopted_from_its_page(
+    runtime: RuntimeFactory,
+) -> None:
+    """A PENDING workflow recorded by v1 shows that the current code can adopt it (a dry run,
+    which changes nothing) and an Adopt button; a POST without the CSRF token is refused; with
+    it, the workflow moves to the console's version and finishes on this code."""
+    wid = await _recorded_by_old_version(runtime, "v")
+    async with runtime() as rt, served(create_app(rt)) as url, httpx.AsyncClient() as http:
+        page = (await http.get(f"{url}/workflows/{wid}")).text
+        assert "can be adopted by version <code>test-version</code>" in page
+        assert f'action="/workflows/{wid}/adopt"' in page
+        assert (await rt.get_workflow_status(wid)).app_version == "v1"  # the dry run wrote nothing
+        target = f"{url}/workflows/{wid}/adopt"
+        for data, headers in [({}, {}), ({"csrf": _csrf(page)}, {"origin": "http://evil.example"})]:
+            assert (await http.post(target, data=data, headers=headers)).status_code == 403
+        assert (await rt.get_workflow_status(wid)).app_version == "v1"
+        adopted = await http.post(target, data={"csrf": _csrf(page)})
+        assert adopted.status_code == 303
+        location = adopted.headers["location"]
+        assert location.startswith(f"/workflows/{wid}?")
+        after = (await http.get(url + location)).text
+        assert "Adopted: it now belongs to application version test-version." in after
+        assert "can be adopted" not in after and "/adopt" not in after
+        assert (await rt.get_workflow_status(wid)).app_version == "test-version"
+        await rt.send(wid, "go", "go")
+        assert await (await rt.retrieve_workflow(wid)).get_result() == "V!"
+
+
+async def test_a_workflow_the_current_code_cannot_replay_is_not_offered(
+    runtime: RuntimeFactory,
+) -> None:
+    """A v1 workflow whose recorded prefix the current code no longer calls shows the mismatch
+    and no Adopt button, and a forged adopt POST leaves it on v1; one still running on a live
+    v1 executor is not offered either; one whose workflow this program lacks says how to adopt
+    it with the code."""
+    changed = await _recorded_by_old_version(runtime, "p")
+    # (a long lease: this v1 runtime must not take the closed one's workflows over meanwhile)
+    async with runtime(app_version="v1", executor_id="old-live", executor_lease=600.0) as old:
+        pool = hooks(old).store.pool
+        await pool.execute(
+            f"UPDATE {old.schema}.steps SET name = 'tests:old_shout'"
+            " WHERE workflow_id = $1 AND function_id = 1",
+            changed,
+        )
+        await pool.execute(
+            f"INSERT INTO {old.schema}.workflows (workflow_id, status, name, format, inputs,"
+            " created_at, updated_at, app_version, executor_id, queue_name)"
+            " VALUES ('lost-1', 'ENQUEUED', 'tests:gone', 'json', '{\"args\":[],\"kwargs\":{}}',"
+            " 1700000000000, 1700000000000, 'v1', '', 'parked')"
+        )
+        live = await old.start_workflow(gated, "l")
+        await old.get_event(live.workflow_id, "seen", timeout=30)
+        async with runtime() as rt, served(create_app(rt)) as url, httpx.AsyncClient() as http:
+            pages = {
+                wid: (await http.get(f"{url}/workflows/{wid}")).text
+                for wid in (changed, live.workflow_id, "lost-1")
+            }
+            for wid, page in pages.items():
+                assert "cannot be adopted by version <code>test-version</code>" in page, wid
+                assert f"/workflows/{wid}/adopt" not in page, wid
+            assert "tests:old_shout" in pages[changed]  # the step recorded, named
+            assert "live executor" in pages[live.workflow_id]
+            assert "tests:gone" in pages["lost-1"] and "upgrade --import" in pages["lost-1"]
+            forged = await http.post(
+                f"{url}/workflows/{changed}/adopt", data={"csrf": _csrf(pages[changed])}
+            )
+            assert "adopt failed" in (await http.get(url + forged.headers["location"])).text
+            for wid in pages:
+                assert (await rt.get_workflow_status(wid)).app_version == "v1", wid
+        await old.cancel_workflow(live.workflow_id)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
-from .. import _manage
+from .. import _manage, _upgrade
 from .._backend import BackendConfig, Connected
 from .._clock import Clock
 from .._comm import get_event_on, send_on
@@ -48,6 +48,7 @@ from ._tasks import TaskGroup
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
+    from .._upgrade import UpgradeReport
 
 __all__ = ["Engine", "State"]
 
@@ -189,12 +190,15 @@ class Engine:
         await connected.store.set_owner(self.executor_id)
 
     async def begin(self) -> None:
-        """Recover, then start claiming, dispatching and the liveness checks (once)."""
+        """Adopt other versions' workflows (with ``auto_upgrade``), recover, then start claiming,
+        dispatching and the liveness checks (once)."""
         self.check_open()
         if self.begun or not self.options.recover:
             return
         self.begun = True
         await self.ownership.heartbeat()
+        if self.options.auto_upgrade:
+            _upgrade.log_report(await _upgrade.upgrade(self), self.app_version)
         self.recovered = await self.recover()
         await _manage.log_other_versions(self)
         self.loops.start("maintenance", self.recovery.maintain)
@@ -344,6 +348,19 @@ class Engine:
         self.check_open()
         return await _manage.fork_workflow(
             self, workflow_id, start_step, new_workflow_id=new_workflow_id, app_version=app_version
+        )
+
+    async def upgrade_workflows(
+        self,
+        from_version: str | None = None,
+        *,
+        workflow_ids: Sequence[str] | None = None,
+        dry_run: bool = False,
+    ) -> UpgradeReport:
+        """Adopt other versions' unfinished workflows that replay cleanly on the current code."""
+        self.check_open()
+        return await _upgrade.upgrade(
+            self, from_version=from_version, workflow_ids=workflow_ids, dry_run=dry_run
         )
 
     async def recover(self, executor_id: str | None = None) -> list[str]:

@@ -17,7 +17,7 @@ from .._exceptions import NonDeterminismError, NoRuntimeError
 from .._handle import WorkflowHandle
 from .._models import WorkflowStatus
 from .._notify import Notifier
-from .._records import StepRow
+from .._records import StepRow, WorkflowRow
 from .._store import StoreProtocol
 from .._workflow import lookup
 from ._executor import CheckpointObserver
@@ -25,7 +25,7 @@ from ._executor import CheckpointObserver
 if TYPE_CHECKING:
     from . import Engine
 
-__all__ = ["TestingHooks", "check_replay"]
+__all__ = ["TestingHooks", "check_replay", "replay_mismatch"]
 
 E = TypeVar("E", bound=BaseException)
 
@@ -126,39 +126,59 @@ async def check_replay(engine: Engine, workflow_id: str) -> None:
     renamed, added, removed or reordered step). A replay never waits: the journal of a workflow
     that has not ended stops it where the recorded run stands (a sleep in progress, say)."""
     row = await engine.store.require_workflow(workflow_id)
+    journal = await engine.store.load_journal(workflow_id)
+    mismatch = await replay_mismatch(engine, row, journal)
+    if mismatch is not None:
+        raise mismatch from None
+
+
+async def replay_mismatch(
+    engine: Engine, row: WorkflowRow, journal: dict[int, StepRow]
+) -> NonDeterminismError | None:
+    """Replay the workflow of ``row`` with the current code against ``journal`` (both loaded by
+    the caller), as :func:`check_replay` does; return the first mismatch, or None when every
+    recorded call matches. :class:`NoRuntimeError` when no workflow of its name is registered,
+    :class:`SerializationError` when its inputs cannot be decoded."""
+    workflow_id = row.workflow_id
     wdef = lookup(row.name)
     if wdef is None:
         raise NoRuntimeError(
             f"workflow {workflow_id!r} runs {row.name!r}, which this program does not"
             " register; import the module that defines it"
         )
-    journal = await engine.store.load_journal(workflow_id)
     args, kwargs = engine.codec.decode_inputs(row, wdef)
     ended = WorkflowStatus(row.status).is_terminal
     ctx = WorkflowContext(engine, workflow_id, wdef, journal, replay_only=True, ended=ended)
 
-    async def replay() -> None:
+    async def replay() -> NonDeterminismError | None:
         enter_workflow(ctx)
         try:
             await wdef.fn(*args, **kwargs)
         except BaseException as exc:
             mismatch = _found(exc, NonDeterminismError)
             if mismatch is not None:
-                raise mismatch from None
+                return mismatch
             # The journal of an unfinished workflow ended here (everything recorded matched;
             # what comes next has not happened yet), or the recorded run failed the same way:
             # the calls matter, not the outcome.
             if not isinstance(exc, Exception) and _found(exc, EndOfJournal) is None:
                 raise
+        return None
 
-    await engine.tasks.spawn(replay(), name=f"aiodurable replay of {workflow_id}", report=False)
+    name = f"aiodurable replay of {workflow_id}"
+    mismatch: NonDeterminismError | None = await engine.tasks.spawn(
+        replay(), name=name, report=False
+    )
+    if mismatch is not None:
+        return mismatch
     unused = sorted(fid for fid in journal if fid > ctx.last_function_id)
     if unused:
         entry = journal[unused[0]]
-        raise NonDeterminismError(
+        return NonDeterminismError(
             f"workflow {workflow_id!r} recorded {entry.name!r} at function ID"
             f" {entry.function_id}, which the code no longer calls (a removed step)"
         )
+    return None
 
 
 def _found(exc: BaseException, kind: type[E]) -> E | None:

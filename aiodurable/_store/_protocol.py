@@ -117,6 +117,38 @@ class StoreProtocol(Protocol):
         version (or of none), for ``executor_id``.
         """
 
+    async def upgrade_candidates(
+        self,
+        app_version: str,
+        from_version: str | None,
+        workflow_ids: Sequence[str] | None,
+        after: tuple[float, str] | None,
+        limit: int,
+    ) -> list[WorkflowRow]:
+        """Up to ``limit`` PENDING or ENQUEUED workflows recorded on an application version
+        other than ``app_version`` (and not on none), of ``from_version`` only when given, of
+        ``workflow_ids`` only when given; in creation order, after ``after`` (the creation time
+        and ID of the last one of the previous page).
+        """
+
+    async def adopt(
+        self,
+        workflow_id: str,
+        old_version: str,
+        old_status: str,
+        old_executor: str,
+        new_version: str,
+        new_executor: str,
+        now: float,
+    ) -> bool:
+        """Move a workflow to ``new_version`` and ``new_executor`` ('' = any live runtime of
+        that version), in one statement, only while its status, version and executor are still
+        those read (``old_*``); False when it changed meanwhile. A PENDING workflow left to no
+        executor is announced as claimable, an ENQUEUED one wakes its queue. Adoptions that
+        arrive together share one statement (group commit), in which each row is adopted whole
+        or not at all.
+        """
+
     # -- the journal
     async def load_journal(self, workflow_id: str) -> dict[int, StepRow]:
         """Every journal entry of a workflow, by function ID: one query."""

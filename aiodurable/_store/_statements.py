@@ -50,6 +50,8 @@ class Statements:
     pending: str
     claim: str
     claim_unassigned: str
+    upgrade_candidates: str
+    adopt: str
     other_version_counts: str
     last_function_id: str
     resume: str

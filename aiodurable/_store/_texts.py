@@ -144,7 +144,7 @@ def connection_texts(s: str) -> dict[str, str]:
 
 
 def workflow_texts(s: str, ch: str) -> dict[str, str]:
-    """Workflow rows: start, read, finish, status changes, recovery, resume and fork."""
+    """Workflow rows: start, read, finish, status changes, recovery, adoption, resume, fork."""
     notify = _notify(ch, Signal.WORKFLOW, "workflow_id", "status")
     notify_queue = _notify(ch, Signal.QUEUE, "queue_name")
     return {
@@ -205,6 +205,25 @@ def workflow_texts(s: str, ch: str) -> dict[str, str]:
             " WHERE status = 'PENDING' AND executor_id = '' AND name = ANY($1)"
             " AND app_version IN ('', $3) FOR UPDATE SKIP LOCKED LIMIT 500)"
             f" RETURNING {WF_COLUMNS}"
+        ),
+        # Adoption by the current code (aiodurable._upgrade): candidates in creation order, and
+        # each adopted only while its row is as read (or as adopted: a repeated statement).
+        "upgrade_candidates": (
+            f"SELECT {WF_COLUMNS} FROM {s}.workflows WHERE status IN ('PENDING', 'ENQUEUED')"
+            " AND app_version NOT IN ('', $1) AND app_version = coalesce($2, app_version)"
+            " AND ($3::text[] IS NULL OR workflow_id = ANY($3)) AND (created_at, workflow_id)"
+            " > ($4, $5) ORDER BY created_at, workflow_id LIMIT $6"
+        ),
+        "adopt": (
+            "WITH d AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+            " $5::text[], $6::text[], $7::bigint[]) AS d(i, ov, st, oe, nv, ne, at)),"
+            f" a AS (UPDATE {s}.workflows w SET app_version = d.nv, executor_id = d.ne,"
+            " updated_at = d.at FROM d WHERE w.workflow_id = d.i AND w.status = d.st"
+            " AND (w.app_version, w.executor_id) IN ((d.ov, d.oe), (d.nv, d.ne))"
+            " RETURNING w.workflow_id, w.status, w.executor_id, w.queue_name)"
+            f" SELECT workflow_id, CASE WHEN status = 'ENQUEUED' THEN {notify_queue}"
+            f" WHEN executor_id = '' THEN {_notify(ch, Signal.CLAIMABLE, 'workflow_id')} END"
+            " FROM a"
         ),
         "other_version_counts": (
             f"SELECT app_version, status, count(*) AS n FROM {s}.workflows"

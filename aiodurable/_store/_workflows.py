@@ -1,8 +1,10 @@
-"""Workflow rows: start, read, finish, change status, and find the ones to recover."""
+"""Workflow rows: start, read, finish, change status, find the ones to recover, and adopt
+other versions' unfinished workflows into the current one."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import asyncpg
 
@@ -14,6 +16,19 @@ from ._rows import Finish, first_claims, insert_args, ms, workflow_row
 __all__ = ["WorkflowsPart"]
 
 
+class _Adoption(NamedTuple):
+    """One row of ``Statements.adopt``: a workflow, as it was read, and its new version and
+    owner."""
+
+    workflow_id: str
+    old_version: str
+    status: str
+    old_executor: str
+    new_version: str
+    new_executor: str
+    at: int
+
+
 class WorkflowsPart(StoreBase):
     """The life of a workflow row, from its start to its final status."""
 
@@ -21,6 +36,7 @@ class WorkflowsPart(StoreBase):
         super().__init__(pool, schema, retry_for=retry_for)
         self._insert_batch = self._batcher(self._insert_many)
         self._finish_batch = self._batcher(self._finish_many)
+        self._adopt_batch = self._batcher(self._adopt_many)
 
     async def insert_workflow(self, w: NewWorkflow) -> bool:
         """Record a new workflow; return False if its ID is already taken. Starts that arrive
@@ -109,3 +125,48 @@ class WorkflowsPart(StoreBase):
             lambda c: c.fetch(sql, list(names), executor_id, app_version, ms(now))
         )
         return [workflow_row(r) for r in rows]
+
+    async def upgrade_candidates(
+        self,
+        app_version: str,
+        from_version: str | None,
+        workflow_ids: Sequence[str] | None,
+        after: tuple[float, str] | None,
+        limit: int,
+    ) -> list[WorkflowRow]:
+        """Up to ``limit`` PENDING or ENQUEUED workflows recorded on an application version
+        other than ``app_version`` (and not on none), of ``from_version`` only when given, of
+        ``workflow_ids`` only when given; in creation order, after ``after`` (the creation time
+        and ID of the last one of the previous page)."""
+        start, last_id = (-1, "") if after is None else (ms(after[0]), after[1])
+        ids = None if workflow_ids is None else list(workflow_ids)
+        args = (app_version, from_version, ids, start, last_id, limit)
+        rows = await self._run(lambda c: c.fetch(self.sql.upgrade_candidates, *args))
+        return [workflow_row(r) for r in rows]
+
+    async def adopt(
+        self,
+        workflow_id: str,
+        old_version: str,
+        old_status: str,
+        old_executor: str,
+        new_version: str,
+        new_executor: str,
+        now: float,
+    ) -> bool:
+        """Move a workflow to ``new_version`` and ``new_executor`` ('' = any live runtime of
+        that version), in one statement, only while its status, version and executor are still
+        those read (``old_*``); False when it changed meanwhile. A PENDING workflow left to no
+        executor is announced as claimable, an ENQUEUED one wakes its queue. Adoptions that
+        arrive together share one statement (group commit), in which each row is adopted whole
+        or not at all."""
+        item = _Adoption(
+            workflow_id, old_version, old_status, old_executor, new_version, new_executor, ms(now)
+        )
+        return await self._adopt_batch.submit(item)
+
+    async def _adopt_many(self, batch: Sequence[_Adoption]) -> list[bool]:
+        columns = [list(column) for column in zip(*batch, strict=True)]
+        rows = await self._run(lambda c: c.fetch(self.sql.adopt, *columns))
+        done = {r["workflow_id"] for r in rows}
+        return [a.workflow_id in done for a in batch]

@@ -1,5 +1,10 @@
 """``create_app``: the console's routes, its runtime, and the handlers that read and steer.
 
+A PENDING or ENQUEUED workflow of another application version than the console's runtime is
+checked on its page by a dry-run adoption (its journal replayed against the code of the program
+the console runs in: nothing written, no step run); the "adopt" action then moves it to the
+console's version, as ``upgrade_workflows`` would, for that one workflow.
+
 Bad input gets a 4xx, never a 500: a workflow ID with a NUL or an unpaired surrogate (which no
 recorded workflow can have) is 404, such a filter or a page past :data:`MAX_PAGE` is 400, and an
 action's form over :data:`MAX_FORM` bytes is 413, refused before it is read.
@@ -25,10 +30,13 @@ from .._exceptions import DurableError, NoRuntimeError, WorkflowNotFound
 from .._models import WorkflowInfo, WorkflowStatus, from_timestamp
 from .._records import StepRow
 from .._runtime import Runtime, engine_of
+from .._upgrade import upgrade
+from .._workflow import lookup
 from . import _queries
 from ._live import Live
 from ._render import (
     PAGE_SIZE,
+    Adoption,
     Filters,
     StepLine,
     WorkflowView,
@@ -185,6 +193,8 @@ def create_app(
                 step = int(form.get("step", ""))
                 target = (await rt.fork_workflow(wid, step)).workflow_id
                 notice = f"Forked from {wid} at step {step}."
+            elif action == "adopt":
+                notice = await _adopt(console.engine(), wid)
             else:
                 return PlainTextResponse("unknown action", status_code=404)
         except (ValueError, DurableError) as exc:
@@ -305,7 +315,8 @@ async def _list_fragment(rt: Runtime, request: Request, filters: Filters) -> str
             waiting.setdefault(i.queue_name, []).append(i.workflow_id)
     for queue, ids in waiting.items():
         positions.update(await _queries.queue_positions(engine_of(rt), queue, ids))
-    return list_fragment(_base(request), filters, shown_infos, len(infos) > PAGE_SIZE, positions)
+    more = len(infos) > PAGE_SIZE
+    return list_fragment(_base(request), filters, shown_infos, more, positions, rt.app_version)
 
 
 def _step_line(entry: StepRow, engine: Engine) -> StepLine:
@@ -376,8 +387,44 @@ async def _workflow_fragment(console: Console, request: Request, workflow_id: st
         notice=request.query_params.get("notice", "")[:500],
         children=children,
         steps_not_shown=hidden,
+        adoption=await _adoption(engine, info),
     )
     return workflow_fragment(_base(request), view, console.csrf)
+
+
+_NOT_HERE = (
+    " (the console adopts with the workflow code of the program it runs in: mount it in your"
+    " application with create_app(runtime=...), or run `aiodurable workflow upgrade --import"
+    " MODULE`)"
+)
+_NOT_A_CANDIDATE = "it is no longer PENDING or ENQUEUED under another application version"
+
+
+async def _adoption(engine: Engine, info: WorkflowInfo) -> Adoption | None:
+    """For a PENDING or ENQUEUED workflow of another version, whether this program's code can
+    adopt it: a dry run of the upgrade (it writes nothing and runs no step). None otherwise."""
+    waiting = info.status in (WorkflowStatus.PENDING, WorkflowStatus.ENQUEUED)
+    if not waiting or info.app_version == engine.app_version:
+        return None
+    wid = info.workflow_id
+    try:
+        report = await upgrade(engine, workflow_ids=[wid], dry_run=True)
+    except DurableError as exc:
+        return Adoption(engine.app_version, f"the check failed: {exc}")
+    if wid in report.adopted:
+        return Adoption(engine.app_version)
+    reason = report.incompatible.get(wid, _NOT_A_CANDIDATE)
+    if lookup(info.name) is None:
+        reason += _NOT_HERE
+    return Adoption(engine.app_version, reason)
+
+
+async def _adopt(engine: Engine, workflow_id: str) -> str:
+    """Adopt one workflow into this program's version; the notice that says how it went."""
+    report = await upgrade(engine, workflow_ids=[workflow_id])
+    if workflow_id in report.adopted:
+        return f"Adopted: it now belongs to application version {engine.app_version}."
+    return f"adopt failed: {report.incompatible.get(workflow_id, _NOT_A_CANDIDATE)}"
 
 
 def _at(seconds: float) -> datetime:

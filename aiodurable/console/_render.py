@@ -18,6 +18,7 @@ from .._models import WorkflowInfo, WorkflowStatus
 from ._queries import WorkflowBrief
 
 __all__ = [
+    "Adoption",
     "Filters",
     "StepLine",
     "Value",
@@ -110,6 +111,20 @@ class StepLine:
 
 
 @dataclass(frozen=True, slots=True)
+class Adoption:
+    """Whether the console's code can adopt a PENDING or ENQUEUED workflow of another
+    application version: the outcome of a dry-run replay of its journal."""
+
+    current_version: str  # the console's runtime's version, which adopting moves it to
+    reason: str = ""  # why it cannot be adopted; empty when it can
+
+    @property
+    def possible(self) -> bool:
+        """Whether the dry run found it adoptable."""
+        return not self.reason
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowView:
     """Everything the workflow page shows."""
 
@@ -128,6 +143,7 @@ class WorkflowView:
     notice: str = ""
     children: Sequence[str] = field(default_factory=list)
     steps_not_shown: int = 0  # the first ones, when the journal is too long for a page
+    adoption: Adoption | None = None  # set for a PENDING or ENQUEUED one of another version
 
 
 def layout(base: str, title: str, body: str) -> str:
@@ -197,8 +213,10 @@ def list_fragment(
     infos: Sequence[WorkflowInfo],
     has_more: bool,
     positions: Mapping[str, int],
+    current_version: str = "",
 ) -> str:
-    """The table of workflows and the pager (what live updates replace)."""
+    """The table of workflows and the pager (what live updates replace). A version other than
+    ``current_version`` (the console's runtime's) is marked, with the full version as a title."""
     rows = "".join(
         f'<tr data-workflow-id="{e(i.workflow_id)}">'
         f'<td class="id">{_wf_link(base, i.workflow_id)}</td>'
@@ -207,7 +225,7 @@ def list_fragment(
         f"<td>{e(i.queue_name or '')}"
         f"{e(f' #{positions[i.workflow_id]}') if i.workflow_id in positions else ''}</td>"
         f"<td>{e(when(i.created_at))}</td><td>{e(when(i.updated_at))}</td>"
-        f"<td>{e(i.app_version[:12])}</td><td>{e(i.executor_id)}</td></tr>"
+        f"{_version_cell(i.app_version, current_version)}<td>{e(i.executor_id)}</td></tr>"
         for i in infos
     )
     if not rows:
@@ -231,6 +249,15 @@ def list_fragment(
 </table>
 <nav class="pager">{" ".join(pager)}</nav>
 """
+
+
+def _version_cell(version: str, current: str) -> str:
+    """A list cell with the first 12 characters of ``version``, marked when it is not the
+    console's own ``current`` version (its workflows are left to the processes of theirs)."""
+    if not current or version == current:
+        return f'<td class="ver" title="{e(version)}">{e(version[:12])}</td>'
+    title = f"{version} (this console runs version {current})"
+    return f'<td class="ver ver-other" title="{e(title)}">{e(version[:12])}</td>'
 
 
 def workflow_body(base: str, workflow_id: str, fragment: str, notice: str = "") -> str:
@@ -330,6 +357,22 @@ def _pairs(rows: Iterable[tuple[str, Value, datetime | None]], empty: str, head:
     return f'<table class="pairs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _adoption_text(adoption: Adoption | None) -> str:
+    """What a dry-run adoption found, for the details table ("" when there was none)."""
+    if adoption is None:
+        return ""
+    version = f"<code>{e(adoption.current_version)}</code>"
+    if adoption.possible:
+        return (
+            f'<span class="adopt-ok">can be adopted by version {version}</span>: its journal'
+            " replays cleanly against this code"
+        )
+    return (
+        f"cannot be adopted by version {version}:"
+        f' <span class="err adopt-no">{e(_clip(adoption.reason, 600))}</span>'
+    )
+
+
 def workflow_fragment(base: str, view: WorkflowView, csrf: str) -> str:
     """The workflow's details, timeline and actions (what live updates replace)."""
     info = view.info
@@ -345,6 +388,19 @@ def workflow_fragment(base: str, view: WorkflowView, csrf: str) -> str:
     ):
         actions.append(
             _form(base, wid, "resume", csrf, "Resume", f"Resume workflow {wid} where it stopped?")
+        )
+    adoption = view.adoption
+    if adoption is not None and adoption.possible:
+        actions.append(
+            _form(
+                base,
+                wid,
+                "adopt",
+                csrf,
+                "Adopt",
+                f"Move workflow {wid} to application version {adoption.current_version} and"
+                " let this version's code finish it?",
+            )
         )
     actions.append(
         _form(
@@ -370,6 +426,7 @@ def workflow_fragment(base: str, view: WorkflowView, csrf: str) -> str:
         ("Created (UTC)", e(when(info.created_at))),
         ("Updated (UTC)", e(when(info.updated_at))),
         ("Application version", e(info.app_version)),
+        ("Upgrade", _adoption_text(adoption)),
         ("Executor", e(info.executor_id) or "<em>any live runtime</em>"),
         ("Recovery attempts", e(info.recovery_attempts)),
         ("Queue", queue),

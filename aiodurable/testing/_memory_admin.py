@@ -1,13 +1,14 @@
 """``MemoryAdmin``: management and the console's reads, in memory.
 
 The part of :class:`~aiodurable.testing._memory_store.MemoryStore` that tools use rather than
-running workflows: listings, resume and fork, and the views the console reads, each as the
-statement of :class:`aiodurable._store.Store` of the same name (its ``AdminPart``).
+running workflows: listings, resume and fork, the adoption of other versions' workflows, and the
+views the console reads, each as the statement of :class:`aiodurable._store.Store` of the same
+name (its ``AdminPart``, or ``WorkflowsPart`` for adoption).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from .._exceptions import DuplicateWorkflowError
@@ -19,6 +20,7 @@ from .._records import (
     WorkflowQuery,
     WorkflowRow,
 )
+from .._signals import Signal
 from ._memory_dispatch import MemoryDispatch
 from ._memory_state import Event, StoredWorkflow, ms
 
@@ -88,6 +90,59 @@ class MemoryAdmin(MemoryDispatch):
         for key, fmt, value in kept.values():  # in function-ID order: the latest value wins
             state.events[(new.workflow_id, key)] = Event(fmt, value, wf.created_at)
         self._status_changed(wf)
+
+    # -- adoption by another version ---------------------------------------------------------
+
+    async def upgrade_candidates(
+        self,
+        app_version: str,
+        from_version: str | None,
+        workflow_ids: Sequence[str] | None,
+        after: tuple[float, str] | None,
+        limit: int,
+    ) -> list[WorkflowRow]:
+        """Up to ``limit`` PENDING or ENQUEUED workflows of another application version (not
+        of none), of ``from_version`` and among ``workflow_ids`` when given, in creation order
+        after ``after`` (creation time, ID)."""
+        wanted = None if workflow_ids is None else set(workflow_ids)
+        start = (-1, "") if after is None else (ms(after[0]), after[1])
+        found = [
+            wf
+            for wf in self.state.workflows.values()
+            if wf.status in ("PENDING", "ENQUEUED")
+            and wf.app_version not in ("", app_version)
+            and from_version in (None, wf.app_version)
+            and (wanted is None or wf.workflow_id in wanted)
+            and (wf.created_at, wf.workflow_id) > start
+        ]
+        found.sort(key=lambda wf: (wf.created_at, wf.workflow_id))
+        return [wf.row() for wf in found[:limit]]
+
+    async def adopt(
+        self,
+        workflow_id: str,
+        old_version: str,
+        old_status: str,
+        old_executor: str,
+        new_version: str,
+        new_executor: str,
+        now: float,
+    ) -> bool:
+        """Move a workflow to ``new_version`` and ``new_executor`` only while its status,
+        version and executor are those read (or already those adopted); announce it to its
+        queue (ENQUEUED) or as claimable (PENDING on no executor)."""
+        wf = self.state.workflows.get(workflow_id)
+        was = (old_version, old_executor)
+        if wf is None or wf.status != old_status:
+            return False
+        if (wf.app_version, wf.executor_id) not in (was, (new_version, new_executor)):
+            return False
+        wf.app_version, wf.executor_id, wf.updated_at = new_version, new_executor, ms(now)
+        if wf.status == "ENQUEUED":
+            self.state.notify(Signal.QUEUE, wf.queue_name or "")
+        elif wf.executor_id == "":
+            self.state.notify(Signal.CLAIMABLE, wf.workflow_id)
+        return True
 
     # -- the console's reads -----------------------------------------------------------------
 
