@@ -49,6 +49,7 @@ from ._serde import JsonSerializer, PickleSerializer, Serializer
 from ._step import step
 from ._transaction import transaction
 from ._upgrade import UpgradeReport
+from ._wait import as_completed, wait_first
 from ._workflow import workflow
 
 __version__ = "0.1.0"
@@ -88,6 +89,7 @@ __all__ = [
     "WorkflowNotFound",
     "WorkflowNotResumable",
     "WorkflowStatus",
+    "as_completed",
     "cancel_workflow",
     "current_workflow_id",
     "deprecate_patch",
@@ -110,6 +112,7 @@ __all__ = [
     "step",
     "transaction",
     "upgrade_workflows",
+    "wait_first",
     "workflow",
 ]
 

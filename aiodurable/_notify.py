@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import asyncpg
@@ -42,15 +42,16 @@ Key = tuple[str, ...]
 
 
 class Waiter:
-    """One registration: an event set when its key is notified. A context manager: registered
-    on entry, removed on exit (see :meth:`Notifier.watch`)."""
+    """One registration: an event set when its key (or any of its keys) is notified. A context
+    manager: registered on entry, removed on exit (see :meth:`Notifier.watch`)."""
 
-    __slots__ = ("_event", "_notifier", "key")
+    __slots__ = ("_event", "_notifier", "key", "keys")
 
-    def __init__(self, notifier: Notifier, key: Key) -> None:
+    def __init__(self, notifier: Notifier, key: Key, *more: Key) -> None:
         self._notifier = notifier
         self._event = asyncio.Event()
         self.key: Key = key
+        self.keys: tuple[Key, ...] = (key, *more)
 
     def __enter__(self) -> Waiter:
         self._notifier._register(self)
@@ -118,8 +119,8 @@ class Notifier:
 
     @property
     def waiting(self) -> int:
-        """How many waiters are registered."""
-        return sum(len(peers) for peers in self._waiters.values())
+        """How many waiters are registered (one on several keys counts once)."""
+        return len({waiter for peers in self._waiters.values() for waiter in peers})
 
     async def until_waiting(self, count: int) -> None:
         """Return once at least ``count`` waiters are registered (for tests and tooling)."""
@@ -148,16 +149,26 @@ class Notifier:
         """A waiter for ``key``, registered for the duration of a ``with`` block."""
         return Waiter(self, key)
 
+    def watch_any(self, keys: Sequence[Key]) -> Waiter:
+        """One waiter woken by any of ``keys`` (at least one), registered for the duration of a
+        ``with`` block: a wait on several things at once, such as the first of several
+        workflows to end."""
+        if not keys:
+            raise ValueError("watch_any() needs at least one key to watch")
+        return Waiter(self, *keys)
+
     def _register(self, waiter: Waiter) -> None:
-        self._waiters.setdefault(waiter.key, set()).add(waiter)
+        for key in waiter.keys:
+            self._waiters.setdefault(key, set()).add(waiter)
         self._registered.set()
 
     def _unregister(self, waiter: Waiter) -> None:
-        peers = self._waiters.get(waiter.key)
-        if peers is not None:
-            peers.discard(waiter)
-            if not peers:
-                del self._waiters[waiter.key]
+        for key in waiter.keys:
+            peers = self._waiters.get(key)
+            if peers is not None:
+                peers.discard(waiter)
+                if not peers:
+                    del self._waiters[key]
 
     @contextmanager
     def subscribe(self, maxsize: int = 1000) -> Iterator[asyncio.Queue[Key]]:

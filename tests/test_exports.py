@@ -24,6 +24,7 @@ CONTRACT = {
     "WorkflowInfo",
     "WorkflowNotFound",
     "WorkflowStatus",
+    "as_completed",
     "cancel_workflow",
     "current_workflow_id",
     "deprecate_patch",
@@ -43,6 +44,7 @@ CONTRACT = {
     "start_workflow",
     "step",
     "transaction",
+    "wait_first",
     "workflow",
 }
 
