@@ -11,12 +11,15 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
 
 from aiodurable import Runtime
+
+if TYPE_CHECKING:
+    from aiodurable.testing import MemoryBackend, TestClock
 
 # The project's own tests use its pytest plugin too (aiodurable.testing's durable_* fixtures).
 pytest_plugins = ["aiodurable.testing"]
@@ -67,3 +70,21 @@ def runtime(database_url: str, schema: str) -> RuntimeFactory:
             yield rt
 
     return make
+
+
+@pytest.fixture
+def backend() -> MemoryBackend:
+    """An empty in-memory backend: runtimes opened on it one after another see the same data."""
+    # Imported here: pytest registers aiodurable.testing (pytest_plugins above) only after this
+    # module is imported, and a plugin imported before it is registered is not assert-rewritten.
+    from aiodurable.testing import MemoryBackend
+
+    return MemoryBackend()
+
+
+@pytest.fixture
+def clock() -> TestClock:
+    """A TestClock for runtimes on the in-memory backend."""
+    from aiodurable.testing import TestClock  # (imported here: see backend())
+
+    return TestClock()

@@ -44,16 +44,6 @@ def fresh_effects() -> None:
     gates.update(entered=asyncio.Event(), release=asyncio.Event())
 
 
-@pytest.fixture
-def backend() -> MemoryBackend:
-    return MemoryBackend()
-
-
-@pytest.fixture
-def clock() -> TestClock:
-    return TestClock()
-
-
 @asynccontextmanager
 async def memory_runtime(
     backend: MemoryBackend, clock: TestClock, *, recover: bool = True

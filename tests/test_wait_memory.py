@@ -47,16 +47,6 @@ def fresh_effects() -> None:
     leave_out.clear()
 
 
-@pytest.fixture
-def backend() -> MemoryBackend:
-    return MemoryBackend()
-
-
-@pytest.fixture
-def clock() -> TestClock:
-    return TestClock()
-
-
 @asynccontextmanager
 async def memory_runtime(
     backend: MemoryBackend, clock: TestClock | None = None
