@@ -27,13 +27,16 @@ from .._records import (
 )
 from ._admin import AdminPart
 from ._base import APPLICATION_NAME, TRANSIENT, Conn, redact_url
+from ._debounce import DebouncePart
 from ._executors import ExecutorsPart
 from ._journal import JournalPart
 from ._messaging import MessagingPart
 from ._protocol import StoreProtocol
 from ._queues import QueuesPart
 from ._rows import ms
+from ._schedules import SchedulesPart
 from ._statements import Statements
+from ._streams import StreamsPart
 from ._workflows import WorkflowsPart
 
 __all__ = [
@@ -56,7 +59,17 @@ __all__ = [
 ]
 
 
-class Store(WorkflowsPart, JournalPart, MessagingPart, QueuesPart, ExecutorsPart, AdminPart):
+class Store(
+    WorkflowsPart,
+    JournalPart,
+    MessagingPart,
+    StreamsPart,
+    SchedulesPart,
+    DebouncePart,
+    QueuesPart,
+    ExecutorsPart,
+    AdminPart,
+):
     """SQL over an asyncpg pool, in one schema."""
 
 

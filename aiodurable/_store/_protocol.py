@@ -323,3 +323,9 @@ class StoreProtocol(Protocol):
         ENQUEUED in ``queue_name``. The database ranks the queue and sends back only the rows
         asked for, so a queue of 100,000 costs a page of 50 rows 50 rows.
         """
+
+    # -- streams (the streams' members go here)
+
+    # -- schedules (the schedules' members go here)
+
+    # -- debouncing (the debouncer's members go here)

@@ -1,8 +1,8 @@
 """The statements of one schema, by name: what the store's parts run.
 
-:meth:`Statements.for_schema` collects every SQL text (written in :mod:`._texts`) against one
-schema's tables and its notification channel; the parts of the store only pick a statement and
-pass its arguments (``$1``, ``$2``...).
+:meth:`Statements.for_schema` collects every SQL text (written in the ``_texts*`` modules)
+against one schema's tables and its notification channel; the parts of the store only pick a
+statement and pass its arguments (``$1``, ``$2``...).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from ._texts import (
     executor_texts,
     journal_texts,
     list_workflows,
-    messaging_texts,
     queue_texts,
     workflow_texts,
 )
+from ._texts_messaging import messaging_texts
 
 __all__ = ["Statements"]
 
