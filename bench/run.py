@@ -17,8 +17,9 @@ column is skipped with a note. Workloads:
 - W1: a workflow of 10 no-op steps, 200 times in sequence: median and p99; the marginal cost of a
   step, (t10 - t0) / 10, from the medians of 10-step and 0-step runs.
 - W2: 1,000 workflows of 3 no-op steps, 64 in flight: workflows/s, steps/s, client CPU/workflow.
-- W3: send to a workflow waiting in recv, which set_events a reply that the caller awaits with
-  get_event; 200 times: median and p99.
+- W3: 64 pairs at once, each a caller and an echo workflow of its own: the caller sends to its
+  workflow waiting in recv, which set_events a reply that the caller awaits with get_event; 200
+  round trips per pair, one after another: median and p99 round trip, and round trips/s in all.
 - W4: a 0.2 s durable sleep, 50 times: median overshoot.
 - W5: 10,000 PENDING workflows of 5 steps, 2 of them completed; a new runtime: time until all
   are SUCCESS.

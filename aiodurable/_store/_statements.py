@@ -79,6 +79,10 @@ class Statements:
     set_event: str
     get_event: str
     forget_auto_keys: str
+    send_from_workflows: str
+    send_many: str
+    set_events: str
+    consume_many: str
     # -- queues
     enqueue: str
     enqueue_many: str

@@ -83,15 +83,20 @@ async def w2(url: str, scale: Scale) -> Metrics:
 
 async def w3(url: str, scale: Scale) -> Metrics:
     async with runtime(url):
-        handle = await aiodurable.start_workflow(echo_workflow, scale.w3_rounds)
-        samples: list[float] = []
-        for i in range(scale.w3_rounds):
-            started = time.perf_counter()
-            await aiodurable.send(handle.workflow_id, i, "request")
-            await aiodurable.get_event(handle.workflow_id, f"reply-{i}")
-            samples.append((time.perf_counter() - started) * 1000)
-        await handle.get_result()
-    return harness.latency_metrics(samples)
+        handles = [
+            await aiodurable.start_workflow(echo_workflow, scale.w3_rounds)
+            for _ in range(scale.w3_pairs)
+        ]
+
+        async def trip(pair: int, i: int) -> None:
+            workflow_id = handles[pair].workflow_id
+            await aiodurable.send(workflow_id, i, "request")
+            await aiodurable.get_event(workflow_id, f"reply-{i}", timeout=600)
+
+        metrics = await harness.round_trips(trip, scale)
+        for handle in handles:
+            await handle.get_result()
+    return metrics
 
 
 async def w4(url: str, scale: Scale) -> Metrics:

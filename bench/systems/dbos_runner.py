@@ -134,16 +134,20 @@ async def w2(url: str, scale: Scale) -> Metrics:
 async def w3(url: str, scale: Scale) -> Metrics:
     async with launched(url) as app:
         DBOS = app.DBOS  # noqa: N806
-        handle = await DBOS.start_workflow_async(app.echo, scale.w3_rounds)
-        workflow_id = handle.get_workflow_id()
-        samples: list[float] = []
-        for i in range(scale.w3_rounds):
-            started = time.perf_counter()
+        handles = [
+            await DBOS.start_workflow_async(app.echo, scale.w3_rounds)
+            for _ in range(scale.w3_pairs)
+        ]
+
+        async def trip(pair: int, i: int) -> None:
+            workflow_id = handles[pair].get_workflow_id()
             await DBOS.send_async(workflow_id, i, "request")
             await DBOS.get_event_async(workflow_id, f"reply-{i}", timeout_seconds=600)
-            samples.append((time.perf_counter() - started) * 1000)
-        await handle.get_result()
-    return harness.latency_metrics(samples)
+
+        metrics = await harness.round_trips(trip, scale)
+        for handle in handles:
+            await handle.get_result()
+    return metrics
 
 
 async def w4(url: str, scale: Scale) -> Metrics:

@@ -161,13 +161,15 @@ async def w3(url: str, scale: Scale) -> Metrics:
                 await pool.execute(SET_EVENT, workflow_id, f"reply-{i}", request, 2 * i + 2)
             await finish(pool, workflow_id, b"%d" % rounds)
 
-        workflow_id = await start(pool, b'{"args":[%d],"kwargs":{}}' % rounds)
-        task = asyncio.create_task(echo(workflow_id))
-        samples: list[float] = []
-        for i in range(rounds):
+        workflow_ids = [
+            await start(pool, b'{"args":[%d],"kwargs":{}}' % rounds) for _ in range(scale.w3_pairs)
+        ]
+        tasks = [asyncio.create_task(echo(workflow_id)) for workflow_id in workflow_ids]
+
+        async def trip(pair: int, i: int) -> None:
+            workflow_id = workflow_ids[pair]
             key = f"{workflow_id}/reply-{i}"
             reply = wakeups.watch(key)
-            started = time.perf_counter()
             await pool.execute(SEND, workflow_id, "request", b"%d" % i)
             while (
                 await pool.fetchval(
@@ -178,11 +180,12 @@ async def w3(url: str, scale: Scale) -> Metrics:
                 is None
             ):
                 await reply.wait()
-            samples.append((time.perf_counter() - started) * 1000)
             del wakeups.events[key]
-        await task
+
+        metrics = await harness.round_trips(trip, scale)
+        await asyncio.gather(*tasks)
         await wakeups.close()
-    return harness.latency_metrics(samples)
+    return metrics
 
 
 async def w4(url: str, scale: Scale) -> Metrics:

@@ -39,7 +39,8 @@ class Scale:
     w2_total: int = 1000  # workflows of w2_steps steps, w2_in_flight at a time
     w2_steps: int = 3
     w2_in_flight: int = 64
-    w3_rounds: int = 200
+    w3_pairs: int = 64  # echo workflows, each driven by a caller of its own, all at once
+    w3_rounds: int = 200  # round trips per pair, one after another
     w4_sleeps: int = 50
     w4_seconds: float = 0.2
     w5_workflows: int = 10_000  # PENDING workflows of w5_steps steps, w5_done of them completed
@@ -56,6 +57,7 @@ SCALES: dict[str, Scale] = {
         w1_warmup=2,
         w2_total=48,
         w2_in_flight=16,
+        w3_pairs=4,
         w3_rounds=10,
         w4_sleeps=3,
         w5_workflows=200,
@@ -125,6 +127,26 @@ async def throughput(run: Callable[[], Awaitable[object]], scale: Scale) -> Metr
         "steps_per_s": scale.w2_total * scale.w2_steps / elapsed,
         "cpu_ms_per_workflow": cpu / scale.w2_total * 1000,
     }
+
+
+async def round_trips(trip: Callable[[int, int], Awaitable[object]], scale: Scale) -> Metrics:
+    """W3's figures: ``scale.w3_pairs`` callers at once, each making ``scale.w3_rounds`` round
+    trips ``trip(pair, round)`` one after another: the median and p99 latency of every round
+    trip, and round trips per second over them all."""
+    samples: list[float] = []
+
+    async def caller(pair: int) -> None:
+        for i in range(scale.w3_rounds):
+            started = time.perf_counter()
+            await trip(pair, i)
+            samples.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(pair) for pair in range(scale.w3_pairs)))
+    elapsed = time.perf_counter() - started
+    metrics = latency_metrics(samples)
+    metrics["round_trips_per_s"] = len(samples) / elapsed
+    return metrics
 
 
 def rss_bytes() -> int:
