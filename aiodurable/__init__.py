@@ -21,6 +21,7 @@ from ._api import (
 from ._clock import Clock, SystemClock
 from ._comm import get_event, recv, send, set_event, sleep
 from ._context import current_workflow_id, set_workflow_id, set_workflow_timeout
+from ._debounce import Debouncer
 from ._exceptions import (
     DatabaseUnavailable,
     DuplicateWorkflowError,
@@ -30,6 +31,7 @@ from ._exceptions import (
     NonDeterminismError,
     NoRuntimeError,
     OwnershipLost,
+    ScheduleNotFound,
     SchemaError,
     SerializationError,
     WorkflowCancelled,
@@ -45,8 +47,18 @@ from ._patch import deprecate_patch, patch
 from ._queue import EnqueueOptions, Queue, RateLimit
 from ._retry import NonRetryable, Retry
 from ._runtime import Runtime, StartOptions
+from ._schedule import (
+    ScheduleInfo,
+    create_schedule,
+    delete_schedule,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    scheduled,
+)
 from ._serde import JsonSerializer, PickleSerializer, Serializer
 from ._step import step
+from ._stream import close_stream, read_stream, write_stream
 from ._transaction import transaction
 from ._upgrade import UpgradeReport
 from ._wait import as_completed, wait_first
@@ -57,6 +69,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Clock",
     "DatabaseUnavailable",
+    "Debouncer",
     "DuplicateWorkflowError",
     "DurableError",
     "EmbeddedPostgresError",
@@ -74,6 +87,8 @@ __all__ = [
     "Retry",
     "Runtime",
     "RuntimeHealth",
+    "ScheduleInfo",
+    "ScheduleNotFound",
     "SchemaError",
     "SerializationError",
     "Serializer",
@@ -91,18 +106,26 @@ __all__ = [
     "WorkflowStatus",
     "as_completed",
     "cancel_workflow",
+    "close_stream",
+    "create_schedule",
     "current_workflow_id",
+    "delete_schedule",
     "deprecate_patch",
     "fork_workflow",
     "get_event",
     "get_workflow_status",
+    "list_schedules",
     "list_steps",
     "list_workflows",
     "patch",
+    "pause_schedule",
+    "read_stream",
     "recv",
     "restart_workflow",
+    "resume_schedule",
     "resume_workflow",
     "retrieve_workflow",
+    "scheduled",
     "send",
     "set_event",
     "set_workflow_id",
@@ -114,6 +137,7 @@ __all__ = [
     "upgrade_workflows",
     "wait_first",
     "workflow",
+    "write_stream",
 ]
 
 # Public objects report the package as their home, so reprs and docs show `aiodurable.X`.

@@ -60,6 +60,9 @@ class WorkflowContext:
     ended: bool = False
     waits: int = 0
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
+    # The streams this execution wrote to, taken at call time like function IDs (so a replay
+    # counts the same): key -> (the next value's offset, whether close_stream was called).
+    streams: dict[str, tuple[int, bool]] = field(default_factory=dict, repr=False)
 
     def next_function_id(self) -> int:
         """Take the next function ID: 1, 2, 3... in call order."""

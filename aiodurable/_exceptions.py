@@ -4,6 +4,7 @@ The tree::
 
     DurableError
     ├── WorkflowNotFound            (also a LookupError)
+    ├── ScheduleNotFound            (also a LookupError)
     ├── SerializationError          (also a TypeError)
     ├── NonDeterminismError
     ├── WorkflowFailed
@@ -33,6 +34,7 @@ __all__ = [
     "NoRuntimeError",
     "NonDeterminismError",
     "OwnershipLost",
+    "ScheduleNotFound",
     "SchemaError",
     "SerializationError",
     "WorkflowCancelled",
@@ -55,6 +57,20 @@ class WorkflowNotFound(DurableError, LookupError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.workflow_id,))
+
+
+class ScheduleNotFound(DurableError, LookupError):
+    """Raised when a schedule name names no stored schedule (pause, resume or delete)."""
+
+    def __init__(self, schedule_name: str) -> None:
+        super().__init__(
+            f"no schedule named {schedule_name!r}; list_schedules() (or `aiodurable schedule"
+            " list`) shows the schedules there are"
+        )
+        self.schedule_name = schedule_name
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.schedule_name,))
 
 
 class SerializationError(DurableError, TypeError):

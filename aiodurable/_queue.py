@@ -24,7 +24,7 @@ from ._current import current_engine
 from ._exceptions import DuplicateWorkflowError
 from ._handle import WorkflowHandle
 from ._options import take_shorthand
-from ._records import NewWorkflow
+from ._records import AUTO_KEY_PREFIX, DEBOUNCE_QUEUE, NewWorkflow
 from ._serde import return_hint
 from ._validate import check_id, check_priority
 from ._workflow import WorkflowDef, definition_of
@@ -96,6 +96,11 @@ class Queue:
         priority_enabled: bool = False,
     ) -> None:
         self.name: str = check_id("queue name", name)
+        if name.startswith(AUTO_KEY_PREFIX):
+            raise ValueError(
+                f"queue names starting with {AUTO_KEY_PREFIX!r} are aiodurable's own (debounced"
+                f" workflows wait on {DEBOUNCE_QUEUE!r}); choose another name than {name!r}"
+            )
         self.concurrency: int | None = _limit("concurrency", concurrency)
         self.worker_concurrency: int | None = _limit("worker_concurrency", worker_concurrency)
         if limiter is not None and not isinstance(limiter, RateLimit):

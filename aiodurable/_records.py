@@ -13,6 +13,7 @@ from ._validate import check_epoch, check_id, check_priority, check_text
 
 __all__ = [
     "AUTO_KEY_PREFIX",
+    "DEBOUNCE_QUEUE",
     "DequeueRequest",
     "Dequeued",
     "EventRow",
@@ -28,6 +29,10 @@ __all__ = [
 
 AUTO_KEY_PREFIX = "aiodurable:"
 """Idempotency keys the store makes itself start so; callers' keys may not."""
+
+DEBOUNCE_QUEUE = "aiodurable:debounce"
+"""The queue name a debounced workflow waits ENQUEUED on until its burst of calls closes (no
+dispatcher takes from it; a queue of the user's cannot have this name)."""
 
 
 def storable(text: str) -> bool:

@@ -7,7 +7,7 @@ the settings, opens and closes the engine, and forwards each documented method t
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextvars import Token
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -23,6 +23,7 @@ from ._health import RuntimeHealth
 from ._manage import WorkflowFilter
 from ._models import StepInfo, WorkflowInfo
 from ._options import RuntimeOptions, StartSettings, default_executor_id, from_environment
+from ._schedule import ScheduleInfo
 from ._serde import JsonSerializer, Serializer
 from ._upgrade import UpgradeReport
 
@@ -284,6 +285,10 @@ class Runtime:
         """Wait for a workflow's event; see :func:`aiodurable.get_event`."""
         return self._engine.get_event(workflow_id, key, timeout)
 
+    def read_stream(self, workflow_id: str, key: str) -> AsyncGenerator[Any, None]:
+        """Every value of a workflow's stream, in order; see :func:`aiodurable.read_stream`."""
+        return self._engine.read_stream(workflow_id, key)
+
     async def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle to a recorded workflow; :class:`WorkflowNotFound` if the ID is unknown."""
         return await self._engine.retrieve_workflow(workflow_id)
@@ -355,6 +360,36 @@ class Runtime:
         untouched. ``dry_run=True`` writes nothing and reports what would be adopted. See
         :class:`aiodurable.UpgradeReport`."""
         return await self._engine.upgrade_workflows(from_version, dry_run=dry_run)
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        schedule_name: str,
+        fn: Callable[..., Coroutine[Any, Any, Any]],
+        cron: str,
+        *,
+        tz: str = "UTC",
+        catch_up: bool = False,
+    ) -> ScheduleInfo:
+        """Store a new cron schedule; see :func:`aiodurable.create_schedule`."""
+        return await self._engine.scheduler.create(schedule_name, fn, cron, tz, catch_up)
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule; see :func:`aiodurable.list_schedules`."""
+        return await self._engine.scheduler.list_all()
+
+    async def pause_schedule(self, name: str) -> None:
+        """Pause a schedule; see :func:`aiodurable.pause_schedule`."""
+        await self._engine.scheduler.pause(name)
+
+    async def resume_schedule(self, name: str) -> None:
+        """Resume a schedule; see :func:`aiodurable.resume_schedule`."""
+        await self._engine.scheduler.resume(name)
+
+    async def delete_schedule(self, name: str) -> None:
+        """Delete a schedule; see :func:`aiodurable.delete_schedule`."""
+        await self._engine.scheduler.delete(name)
 
     # -- for tests ---------------------------------------------------------------------------
 

@@ -29,6 +29,11 @@ class Signal(enum.StrEnum):
     """A workflow set an event. Key: ``(EVENT, workflow_id, key)``; wakes ``get_event``
     readers of that key."""
 
+    STREAM = "s"
+    """A workflow wrote a value to a stream, or closed it. Key: ``(STREAM, workflow_id,
+    key)``; wakes ``read_stream`` readers of that key (which also watch the workflow's status:
+    its end ends the stream)."""
+
     CLAIMABLE = "x"
     """A PENDING workflow is assigned to no executor (a resumed one, or a gone executor's
     released to any live runtime of its version). Key: ``(CLAIMABLE, workflow_id)``; wakes every
@@ -37,6 +42,14 @@ class Signal(enum.StrEnum):
     QUEUE = "q"
     """A queue may have room or work: a workflow was enqueued on it, or one of its workflows
     finished. Key: ``(QUEUE, queue_name)``; wakes that queue's dispatchers."""
+
+    DEBOUNCE = "d"
+    """A burst of debounced calls opened. Key: ``(DEBOUNCE,)``; wakes every
+    runtime's debounce keeper, which sleeps until the next burst is due to close."""
+
+    SCHEDULE = "c"
+    """A schedule was created, changed, paused, resumed or deleted. Key: ``(SCHEDULE, name)``;
+    wakes every runtime's scheduler, which re-reads the schedules."""
 
     RECONNECTED = "reconnected"
     """Sent by no statement: the notifier hands ``(RECONNECTED,)`` to its subscribers after its

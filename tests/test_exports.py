@@ -8,6 +8,7 @@ import aiodurable
 
 # Names the design's public contract lists; each must stay exported.
 CONTRACT = {
+    "Debouncer",
     "DuplicateWorkflowError",
     "DurableError",
     "MaxRetriesExceeded",
@@ -26,17 +27,25 @@ CONTRACT = {
     "WorkflowStatus",
     "as_completed",
     "cancel_workflow",
+    "close_stream",
+    "create_schedule",
     "current_workflow_id",
+    "delete_schedule",
     "deprecate_patch",
     "fork_workflow",
     "get_event",
+    "list_schedules",
     "list_steps",
     "list_workflows",
     "patch",
+    "pause_schedule",
+    "read_stream",
     "recv",
     "restart_workflow",
+    "resume_schedule",
     "resume_workflow",
     "retrieve_workflow",
+    "scheduled",
     "send",
     "set_event",
     "set_workflow_id",
@@ -46,6 +55,7 @@ CONTRACT = {
     "transaction",
     "wait_first",
     "workflow",
+    "write_stream",
 }
 
 
@@ -86,4 +96,6 @@ def test_errors_derive_from_durable_error() -> None:
     ):
         assert issubclass(getattr(aiodurable, name), aiodurable.DurableError), name
     assert issubclass(aiodurable.WorkflowNotFound, LookupError)
+    assert issubclass(aiodurable.ScheduleNotFound, aiodurable.DurableError)
+    assert issubclass(aiodurable.ScheduleNotFound, LookupError)
     assert issubclass(aiodurable.WorkflowStatus, str)

@@ -33,8 +33,11 @@ def test_every_notification_kind_the_sql_sends_is_a_signal() -> None:
         Signal.WORKFLOW,
         Signal.MESSAGE,
         Signal.EVENT,
+        Signal.STREAM,
         Signal.CLAIMABLE,
         Signal.QUEUE,
+        Signal.SCHEDULE,
+        Signal.DEBOUNCE,
     }
     assert all("demo_signal" in text for text in texts if "json_build_array" in text)
 

@@ -6,6 +6,7 @@
   still owns its workflows; :class:`~._recovery.Recovery` launches recorded work (recovered,
   claimed, taken over);
 - :class:`~._dispatch.Dispatcher` starts queued workflows;
+- :class:`~._scheduler.Scheduler` starts the ticks of cron schedules, and manages schedules;
 - :class:`~._codec.Codec` encodes and decodes values;
 - :class:`~._tasks.TaskGroup` owns every task the engine starts.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
 from .. import _manage, _upgrade
@@ -26,6 +27,7 @@ from .._clock import Clock
 from .._comm import get_event_on, send_on
 from .._context import WorkflowContext
 from .._current import closed, opened
+from .._debounce import DebounceKeeper
 from .._exceptions import NoRuntimeError
 from .._handle import WorkflowHandle
 from .._health import Loops, RuntimeHealth
@@ -37,12 +39,14 @@ from .._records import StepRow
 from .._serde import Serializer
 from .._signals import Signal
 from .._store import StoreProtocol
+from .._stream import read_stream_on
 from .._workflow import application_version
 from ._codec import Codec
 from ._dispatch import Dispatcher
 from ._executor import Executor
 from ._hooks import TestingHooks, check_replay
 from ._recovery import Ownership, Recovery
+from ._scheduler import Scheduler
 from ._start import Starter
 from ._tasks import TaskGroup
 
@@ -87,6 +91,8 @@ class Engine:
         self.recovery: Recovery = Recovery(self)
         self.dispatcher: Dispatcher = Dispatcher(self)
         self.starter: Starter = Starter(self)
+        self.scheduler: Scheduler = Scheduler(self)
+        self.debounces: DebounceKeeper = DebounceKeeper(self)
         self.testing: TestingHooks = TestingHooks(self)
         self._connected: Connected | None = None
 
@@ -207,6 +213,8 @@ class Engine:
         self.loops.start("dispatcher", self.dispatcher.loop)
         self.dispatcher.wake()
         self.loops.start("liveness", self.recovery.liveness_loop)
+        self.loops.start("scheduler", self.scheduler.loop)
+        self.loops.start("debounce keeper", self.debounces.loop)
 
     async def close(self) -> None:
         """Stop every task and workflow where it stands, and disconnect (once)."""
@@ -238,6 +246,10 @@ class Engine:
             self.recovery.wake_claimer()
         elif kind == Signal.QUEUE:
             self.dispatcher.wake()
+        elif kind == Signal.SCHEDULE and self.begun:
+            self.scheduler.wake()
+        elif kind == Signal.DEBOUNCE and self.begun:
+            self.debounces.wake()
 
     # -- what the durable primitives call ----------------------------------------------------
 
@@ -301,6 +313,11 @@ class Engine:
         """Wait for a workflow's event."""
         self.check_open()
         return get_event_on(self, workflow_id, key, timeout)
+
+    def read_stream(self, workflow_id: str, key: str) -> AsyncGenerator[Any, None]:
+        """Iterate over a workflow's stream."""
+        self.check_open()
+        return read_stream_on(self, workflow_id, key)
 
     async def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle to a recorded workflow."""

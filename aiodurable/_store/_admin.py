@@ -46,8 +46,8 @@ class AdminPart(StoreBase):
         return None if row is None else workflow_row(row)
 
     async def fork(self, source_id: str, new: NewWorkflow, below: int) -> None:
-        """Record ``new`` with the source's journal entries (and events) whose function ID is
-        below ``below``, in one transaction."""
+        """Record ``new`` with the source's journal entries (and the events and stream values
+        they wrote) whose function ID is below ``below``, in one transaction."""
         sql = self.sql
 
         async def op(c: Conn) -> None:
@@ -66,6 +66,7 @@ class AdminPart(StoreBase):
                 )
                 await c.execute(sql.fork_copy_steps, new.workflow_id, source_id, below)
                 await c.execute(sql.fork_copy_history, new.workflow_id, source_id, below)
+                await c.execute(sql.fork_copy_streams, new.workflow_id, source_id, below)
                 await c.execute(
                     sql.fork_copy_events, new.workflow_id, source_id, below, ms(new.created_at)
                 )

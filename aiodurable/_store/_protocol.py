@@ -25,6 +25,8 @@ from .._records import (
     WorkflowQuery,
     WorkflowRow,
 )
+from .._schedule import ScheduleRow
+from .._stream_records import StreamPage, StreamSummary
 from ._base import Conn
 
 __all__ = ["StoreProtocol"]
@@ -324,8 +326,92 @@ class StoreProtocol(Protocol):
         asked for, so a queue of 100,000 costs a page of 50 rows 50 rows.
         """
 
-    # -- streams (the streams' members go here)
+    # -- streams
+    async def write_stream(
+        self,
+        workflow_id: str,
+        step: StepRow,
+        key: str,
+        offset: int,
+        fmt: str | None,
+        value: bytes | None,
+    ) -> StepRow | None:
+        """Write a stream's value at ``offset`` (``value`` None: the close marker) with its
+        journal entry, group-committed, and notify ``(STREAM, workflow_id, key)``; None when
+        written, the entry already at the function ID when there is one (nothing written);
+        :class:`OwnershipLost` when another executor owns the workflow.
+        """
 
-    # -- schedules (the schedules' members go here)
+    async def read_stream(
+        self, workflow_id: str, key: str, start: int, limit: int
+    ) -> StreamPage | None:
+        """The workflow's status and up to ``limit`` rows of stream ``key`` from offset
+        ``start``, read together; None for an unknown workflow.
+        """
 
-    # -- debouncing (the debouncer's members go here)
+    async def workflow_streams(
+        self, workflow_id: str, *, last: int, clip: int, limit: int = 100
+    ) -> list[StreamSummary]:
+        """The streams of a workflow by key (the first ``limit``): count, closed, and the last
+        ``last`` values cut to ``clip`` bytes (for the console).
+        """
+
+    # -- schedules
+    async def create_schedule(
+        self, name: str, workflow_name: str, cron: str, tz: str, catch_up: bool, now: float
+    ) -> ScheduleRow | None:
+        """Store a new schedule (not declared, never ticked) and notify it; None if the name
+        is taken.
+        """
+
+    async def declare_schedules(
+        self, schedules: Sequence[tuple[str, str, str, str, bool]], now: float
+    ) -> None:
+        """Upsert the declared schedules ``(name, workflow_name, cron, tz, catch_up)``: a new
+        one is stored, an existing one takes these values and keeps its paused state and last
+        tick; each one that changed is notified.
+        """
+
+    async def list_schedules(self) -> list[ScheduleRow]:
+        """Every schedule, by name."""
+
+    async def get_schedule(self, name: str) -> ScheduleRow | None:
+        """The schedule called ``name``, or None."""
+
+    async def pause_schedule(self, name: str, now: float) -> bool:
+        """Pause a schedule and notify it; False if there is none of that name."""
+
+    async def resume_schedule(self, name: str, now: float, passed: float | None) -> bool:
+        """Resume a schedule and notify it; a paused one passes over the ticks up to ``passed``
+        (the latest tick at or before ``now``). False if there is none of that name.
+        """
+
+    async def advance_schedule(self, name: str, tick: float) -> bool:
+        """Record ``tick`` as the schedule's last tick if it is later than the one recorded;
+        whether it was.
+        """
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Delete a schedule and notify it; False if there is none of that name."""
+
+    # -- debouncing
+    async def join_burst(
+        self,
+        name: str,
+        key: str,
+        workflow_id: str,
+        fmt: str,
+        inputs: bytes,
+        now: float,
+        period: float,
+        max_wait: float | None,
+    ) -> str:
+        """Join the open burst of calls of workflow ``name`` with ``key`` (its workflow, ENQUEUED,
+        takes these inputs), or open one whose workflow is ``workflow_id``; the burst's workflow
+        ID. Opening notifies ``(DEBOUNCE,)``."""
+
+    async def close_due_bursts(self, now: float) -> list[str]:
+        """Close the bursts due by ``now``: their workflows become PENDING and claimable."""
+
+    async def next_burst_due(self) -> float | None:
+        """When the next open burst is due to close, or None."""

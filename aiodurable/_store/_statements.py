@@ -20,7 +20,10 @@ from ._texts import (
     queue_texts,
     workflow_texts,
 )
+from ._texts_debounce import debounce_texts
 from ._texts_messaging import messaging_texts
+from ._texts_schedules import schedule_texts
+from ._texts_streams import stream_texts
 
 __all__ = ["Statements"]
 
@@ -83,6 +86,12 @@ class Statements:
     send_many: str
     set_events: str
     consume_many: str
+    # -- streams
+    fork_copy_streams: str
+    write_stream: str
+    write_streams: str
+    read_stream: str
+    workflow_streams: str
     # -- queues
     enqueue: str
     enqueue_many: str
@@ -109,6 +118,20 @@ class Statements:
     list_watermark: str
     workflow_watermark: str
     ranked_positions: str
+    # -- schedules
+    create_schedule: str
+    declare_schedules: str
+    list_schedules: str
+    get_schedule: str
+    pause_schedule: str
+    resume_schedule: str
+    advance_schedule: str
+    delete_schedule: str
+    # -- debouncing
+    debounce_join: str
+    debounce_discard: str
+    debounce_close: str
+    debounce_next: str
 
     @classmethod
     def for_schema(cls, schema: str) -> Statements:
@@ -122,9 +145,12 @@ class Statements:
             **workflow_texts(s, ch),
             **journal_texts(s),
             **messaging_texts(s, ch),
+            **stream_texts(s, ch),
             **queue_texts(s, ch),
             **executor_texts(s, ch),
             **console_texts(s),
+            **schedule_texts(s, ch),
+            **debounce_texts(s, ch),
         )
 
     def list_workflows(self, query: WorkflowQuery) -> tuple[str, list[object]]:

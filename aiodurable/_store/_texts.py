@@ -69,7 +69,8 @@ def _owned(schema: str, workflow_id: str) -> str:
 
 def _notify(channel: str, signal: Signal, *key: str) -> str:
     """SQL: a ``pg_notify`` of ``signal`` with the key ``key`` (SQL expressions)."""
-    return f"pg_notify('{channel}', json_build_array('{signal.value}', {', '.join(key)})::text)"
+    items = ", ".join((f"'{signal.value}'", *key))
+    return f"pg_notify('{channel}', json_build_array({items})::text)"
 
 
 def _notify_status(channel: str, table: str) -> str:

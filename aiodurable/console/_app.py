@@ -39,6 +39,7 @@ from ._render import (
     Adoption,
     Filters,
     StepLine,
+    StreamView,
     WorkflowView,
     layout,
     list_body,
@@ -46,6 +47,7 @@ from ._render import (
     workflow_body,
     workflow_fragment,
 )
+from ._schedules import schedule_routes
 from ._security import Guard, csrf_token, is_same_origin, is_storable
 from ._values import error_view, shown
 
@@ -59,6 +61,10 @@ STEP_LIMIT = 1000
 """The most journal entries a workflow page shows (the last ones)."""
 EVENT_LIMIT = 100
 """The most events a workflow page shows."""
+STREAM_LIMIT = 50
+"""The most streams a workflow page shows (the first keys)."""
+STREAM_TAIL = 5
+"""The last values of each stream that a workflow page shows."""
 
 _STATIC = {
     "console.css": "text/css; charset=utf-8",
@@ -218,6 +224,7 @@ def create_app(
         Route("/workflows/{workflow_id:path}", guarded(workflow_page)),
         Route("/fragments/workflows/{workflow_id:path}", guarded(workflow_part)),
         Route("/static/{name:str}", static),
+        *schedule_routes(lambda: console),
     ]
     inner = Starlette(routes=routes)
     guard = Guard(inner, token=token, unix_socket=unix_socket)
@@ -365,6 +372,28 @@ async def _workflow_fragment(console: Console, request: Request, workflow_id: st
         (m.topic, shown(engine, m.format, m.value, clipped=m.clipped), _at(m.created_at))
         for m in await _queries.messages(engine, workflow_id)
     ]
+    streams = [
+        StreamView(
+            s.key,
+            s.count,
+            s.closed,
+            [
+                (
+                    i.offset,
+                    shown(
+                        engine,
+                        i.format or "json",
+                        i.value,
+                        clipped=i.clipped,
+                        limit=_queries.STREAM_VALUE_LIMIT,
+                    ),
+                    _at(i.created_at),
+                )
+                for i in s.last
+            ],
+        )
+        for s in await _queries.streams(engine, workflow_id, STREAM_TAIL, STREAM_LIMIT)
+    ]
     position = None
     if info.status is WorkflowStatus.ENQUEUED and info.queue_name is not None:
         found = await _queries.queue_positions(engine, info.queue_name, [workflow_id])
@@ -388,6 +417,7 @@ async def _workflow_fragment(console: Console, request: Request, workflow_id: st
         children=children,
         steps_not_shown=hidden,
         adoption=await _adoption(engine, info),
+        streams=streams,
     )
     return workflow_fragment(_base(request), view, console.csrf)
 

@@ -11,15 +11,19 @@ from collections.abc import Iterable
 
 from .._engine import Engine
 from .._records import EventRow, MessageRow, WorkflowBrief
+from .._stream_records import StreamSummary
 
 __all__ = [
+    "STREAM_VALUE_LIMIT",
     "EventRow",
     "MessageRow",
+    "StreamSummary",
     "WorkflowBrief",
     "events",
     "list_watermark",
     "messages",
     "queue_positions",
+    "streams",
     "workflow_briefs",
     "workflow_watermark",
 ]
@@ -31,6 +35,18 @@ _VALUE_LIMIT = 64 * 1024
 async def events(rt: Engine, workflow_id: str) -> list[EventRow]:
     """The events a workflow has set, by key."""
     return await rt.store.workflow_events(workflow_id, clip=_VALUE_LIMIT)
+
+
+# A stream's last values are shown shorter: a page may show several of each of many streams.
+STREAM_VALUE_LIMIT = 4 * 1024
+
+
+async def streams(rt: Engine, workflow_id: str, last: int, limit: int) -> list[StreamSummary]:
+    """The streams a workflow wrote (the first ``limit`` keys): each one's count of values,
+    whether it was closed, and its ``last`` values."""
+    return await rt.store.workflow_streams(
+        workflow_id, last=last, clip=STREAM_VALUE_LIMIT, limit=limit
+    )
 
 
 async def messages(rt: Engine, workflow_id: str, limit: int = 100) -> list[MessageRow]:

@@ -125,6 +125,17 @@ class Adoption:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamView:
+    """One stream of a workflow as its page shows it: its last values as (offset, value,
+    written at), oldest first."""
+
+    key: str
+    count: int
+    closed: bool
+    last: Sequence[tuple[int, Value, datetime | None]]
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowView:
     """Everything the workflow page shows."""
 
@@ -144,6 +155,7 @@ class WorkflowView:
     children: Sequence[str] = field(default_factory=list)
     steps_not_shown: int = 0  # the first ones, when the journal is too long for a page
     adoption: Adoption | None = None  # set for a PENDING or ENQUEUED one of another version
+    streams: Sequence[StreamView] = field(default_factory=list)
 
 
 def layout(base: str, title: str, body: str) -> str:
@@ -159,7 +171,7 @@ def layout(base: str, title: str, body: str) -> str:
 </head>
 <body>
 <header class="top"><a class="brand" href="{e(base)}/">aiodurable</a>
-<nav><a href="{e(base)}/">Workflows</a></nav></header>
+<nav><a href="{e(base)}/">Workflows</a> <a href="{e(base)}/schedules">Schedules</a></nav></header>
 <main>
 {body}
 </main>
@@ -357,6 +369,23 @@ def _pairs(rows: Iterable[tuple[str, Value, datetime | None]], empty: str, head:
     return f'<table class="pairs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _streams(streams: Sequence[StreamView]) -> str:
+    if not streams:
+        return '<p class="empty">No stream written.</p>'
+    body = "".join(
+        f"<tr><td>{e(s.key)}</td><td>{s.count:,}</td>"
+        f"<td>{'closed' if s.closed else 'open'}</td><td>"
+        + "".join(
+            f'<p class="note">#{offset} at {e(when(t))}</p>{_value_block(v)}'
+            for offset, v, t in s.last
+        )
+        + "</td></tr>"
+        for s in streams
+    )
+    head = "<th>Key</th><th>Values</th><th>State</th><th>Last values</th>"
+    return f'<table class="pairs"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
 def _adoption_text(adoption: Adoption | None) -> str:
     """What a dry-run adoption found, for the details table ("" when there was none)."""
     if adoption is None:
@@ -462,6 +491,8 @@ def workflow_fragment(base: str, view: WorkflowView, csrf: str) -> str:
 {f'<ul class="children">{children}</ul>' if children else '<p class="empty">None.</p>'}
 <h2>Events</h2>
 {_pairs(view.events, "No event set.", "<th>Key</th><th>Value</th><th>Set at (UTC)</th>")}
+<h2>Streams</h2>
+{_streams(view.streams)}
 <h2>Pending messages</h2>
 {_pairs(view.messages, "No message waiting.", "<th>Topic</th><th>Value</th><th>Sent at (UTC)</th>")}
 """

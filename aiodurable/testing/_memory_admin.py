@@ -72,7 +72,8 @@ class MemoryAdmin(MemoryDispatch):
         return wf.row()
 
     async def fork(self, source_id: str, new: NewWorkflow, below: int) -> None:
-        """Record ``new`` with the source's journal entries (and events) below ``below``."""
+        """Record ``new`` with the source's journal entries (and the events and stream values
+        they wrote) below ``below``."""
         state = self.state
         if new.workflow_id in state.workflows:
             raise DuplicateWorkflowError(
@@ -89,6 +90,11 @@ class MemoryAdmin(MemoryDispatch):
         state.event_history[new.workflow_id] = kept
         for key, fmt, value in kept.values():  # in function-ID order: the latest value wins
             state.events[(new.workflow_id, key)] = Event(fmt, value, wf.created_at)
+        for (workflow_id, key), rows in list(state.streams.items()):
+            if workflow_id == source_id:
+                copied = {offset: row for offset, row in rows.items() if row[0] < below}
+                if copied:
+                    state.streams[(new.workflow_id, key)] = copied
         self._status_changed(wf)
 
     # -- adoption by another version ---------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .._records import NewWorkflow, StepRow, WorkflowQuery, WorkflowRow
+from .._schedule import ScheduleRow
 
 __all__ = ["Event", "Executor", "Key", "MemoryState", "Message", "StoredWorkflow", "ms", "stored"]
 
@@ -141,6 +142,23 @@ class Event:
 
 
 @dataclass(slots=True)
+class Burst:
+    """One row of the debounces table: an open burst of calls (times in epoch ms)."""
+
+    workflow_id: str
+    first_at: int
+    last_at: int
+    period_ms: int
+    max_wait_ms: int | None
+
+    @property
+    def due_at(self) -> int:
+        """When the burst closes: ``period`` after its last call, ``max_wait`` after its first."""
+        due = self.last_at + self.period_ms
+        return due if self.max_wait_ms is None else min(due, self.first_at + self.max_wait_ms)
+
+
+@dataclass(slots=True)
 class Executor:
     """One row of the executors table."""
 
@@ -165,6 +183,15 @@ class MemoryState:
     # workflow -> function ID -> (key, format, value): every set_event, for forks.
     event_history: dict[str, dict[int, tuple[str, str, bytes]]] = field(default_factory=dict)
     waits: dict[tuple[str, int], int] = field(default_factory=dict)
+    # (workflow name, key) -> the open burst of debounced calls.
+    debounces: dict[tuple[str, str], Burst] = field(default_factory=dict)
+    # (workflow, key) -> offset -> (function ID, format, value, created_at): a stream's rows;
+    # format and value None on the close marker.
+    streams: dict[tuple[str, str], dict[int, tuple[int, str | None, bytes | None, int]]] = field(
+        default_factory=dict
+    )
+    # name -> the schedule's row, its times rounded to the millisecond as the table keeps them.
+    schedules: dict[str, ScheduleRow] = field(default_factory=dict)
     executors: dict[str, Executor] = field(default_factory=dict)
     # executor ID -> the LISTEN session holding its lock (PostgreSQL: a session advisory lock).
     holds: dict[str, object] = field(default_factory=dict)
