@@ -33,6 +33,7 @@ from ._journal import JournalPart
 from ._messaging import MessagingPart
 from ._protocol import StoreProtocol
 from ._queues import QueuesPart
+from ._retention import RetentionPart
 from ._rows import ms
 from ._schedules import SchedulesPart
 from ._statements import Statements
@@ -69,6 +70,7 @@ class Store(
     QueuesPart,
     ExecutorsPart,
     AdminPart,
+    RetentionPart,
 ):
     """SQL over an asyncpg pool, in one schema."""
 

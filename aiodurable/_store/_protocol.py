@@ -415,3 +415,7 @@ class StoreProtocol(Protocol):
 
     async def next_burst_due(self) -> float | None:
         """When the next open burst is due to close, or None."""
+
+    # -- retention (garbage collection's members go here)
+
+    # -- queue partitions (the partitioned queues' members go here)

@@ -30,6 +30,7 @@ from .._signals import Signal
 from .._sql import migrations
 from ._memory_admin import MemoryAdmin
 from ._memory_debounce import MemoryDebounce
+from ._memory_retention import MemoryRetention
 from ._memory_schedules import MemorySchedules
 from ._memory_state import Event, MemoryState, Message, StoredWorkflow, ms, stored
 from ._memory_streams import MemoryStreams
@@ -43,7 +44,7 @@ _NO_SQL = (
 )
 
 
-class MemoryStore(MemoryStreams, MemorySchedules, MemoryDebounce, MemoryAdmin):
+class MemoryStore(MemoryStreams, MemorySchedules, MemoryDebounce, MemoryRetention, MemoryAdmin):
     """The store of one runtime over a :class:`MemoryState` that outlives it."""
 
     def __init__(self, state: MemoryState, schema: str) -> None:

@@ -1,0 +1,2 @@
+-- Reserved: this round's work fills it before release.
+SELECT 1;
