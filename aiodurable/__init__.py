@@ -18,6 +18,8 @@ from ._api import (
     start_workflow,
     upgrade_workflows,
 )
+from ._client import Client
+from ._client_handle import ClientHandle
 from ._clock import Clock, SystemClock
 from ._comm import get_event, recv, send, set_event, sleep
 from ._context import current_workflow_id, set_workflow_id, set_workflow_timeout
@@ -45,6 +47,7 @@ from ._logging import WorkflowContextFilter
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus
 from ._patch import deprecate_patch, patch
 from ._queue import EnqueueOptions, Queue, RateLimit
+from ._retention import garbage_collect
 from ._retry import NonRetryable, Retry
 from ._runtime import Runtime, StartOptions
 from ._schedule import (
@@ -67,6 +70,8 @@ from ._workflow import workflow
 __version__ = "0.1.0"
 
 __all__ = [
+    "Client",
+    "ClientHandle",
     "Clock",
     "DatabaseUnavailable",
     "Debouncer",
@@ -112,6 +117,7 @@ __all__ = [
     "delete_schedule",
     "deprecate_patch",
     "fork_workflow",
+    "garbage_collect",
     "get_event",
     "get_workflow_status",
     "list_schedules",

@@ -18,7 +18,7 @@ import asyncpg
 
 from ._clock import Clock
 from ._notify import Key, Notifier
-from ._store import APPLICATION_NAME, Store, StoreProtocol
+from ._store import APPLICATION_NAME, Store, StoreProtocol, redact_url
 
 __all__ = ["Backend", "BackendConfig", "Connected", "PostgresBackend"]
 
@@ -41,6 +41,9 @@ class BackendConfig:
     # the engine hands back to ``store.try_hold_executor(session, executor_id)``.
     on_listen_connect: Callable[[Any], Awaitable[None]]
     on_signal: Callable[[Key], None]
+    # A direct URL for the LISTEN connection (and the executor lock it holds) when
+    # ``database_url`` goes through a transaction pooler; the pools then cache no statements.
+    listen_database_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -74,7 +77,12 @@ class Backend(Protocol):
 
 
 class PostgresBackend:
-    """PostgreSQL at ``config.database_url``, else the embedded server of this machine."""
+    """PostgreSQL at ``config.database_url``, else the embedded server of this machine.
+
+    With ``config.listen_database_url``, ``database_url`` is taken to go through a transaction
+    pooler such as PgBouncer: its pools prepare no named statements, and the LISTEN connection
+    (a session, which a pooler cannot carry) connects to the direct URL instead, once checked
+    to reach the same database."""
 
     async def open(self, config: BackendConfig) -> Connected:
         server = contextlib.AsyncExitStack()  # the embedded server, closed last
@@ -93,7 +101,20 @@ class PostgresBackend:
         server: contextlib.AsyncExitStack,
         parts: contextlib.AsyncExitStack,
     ) -> Connected:
+        pooled = config.listen_database_url is not None
+        if pooled and config.listen_database_url == config.database_url:
+            raise ValueError(
+                "Runtime(listen_database_url=) is database_url itself; give it only when"
+                " database_url goes through a connection pooler, and then the direct URL of the"
+                " same database (LISTEN cannot work through a transaction pooler)"
+            )
         if config.database_url is None:
+            if pooled:
+                raise ValueError(
+                    "Runtime(listen_database_url=) is for a database_url that goes through a"
+                    " connection pooler; the embedded server needs none: give database_url too,"
+                    " or no listen_database_url (nor AIODURABLE_LISTEN_DATABASE_URL)"
+                )
             from ._embedded import embedded_server  # (import here: only when embedded)
 
             url = await server.enter_async_context(embedded_server())
@@ -105,6 +126,7 @@ class PostgresBackend:
             pool_size=config.pool_size,
             connect_timeout=config.connect_timeout,
             command_timeout=config.command_timeout,
+            statement_cache=not pooled,
         )
         parts.push_async_callback(store.close)
         store.max_backoff = config.reconnect_backoff
@@ -117,14 +139,16 @@ class PostgresBackend:
                 config.schema,
                 pool_size=config.pool_size,
                 connect_timeout=config.connect_timeout,
+                statement_cache=not pooled,
             )
             parts.push_async_callback(app_store.close)
             await app_store.migrate()
         timeout = config.connect_timeout
+        listen_url = config.listen_database_url or url
 
         async def connect() -> asyncpg.Connection:
             return await asyncpg.connect(
-                url, timeout=timeout, server_settings={"application_name": APPLICATION_NAME}
+                listen_url, timeout=timeout, server_settings={"application_name": APPLICATION_NAME}
             )
 
         notifier = Notifier(
@@ -138,4 +162,11 @@ class PostgresBackend:
         )
         parts.push_async_callback(notifier.close)
         await notifier.start()
+        listening = notifier.connection
+        if pooled and listening is not None and not await store.same_server(listening):
+            raise ValueError(
+                f"listen_database_url ({redact_url(listen_url)}) reaches another database or"
+                f" server than database_url ({redact_url(url)}); give the direct URL of the"
+                " database behind the pooler (managed services list it beside the pooled one)"
+            )
         return Connected(url, store, app_store, notifier, server)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiodurable._cli_console import add_console_command
+from aiodurable._cli_gc import add_gc_command
 from aiodurable._cli_schedule import add_schedule_commands
 from aiodurable._cli_workflow import add_workflow_commands
 from aiodurable._embedded import (
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     _add_postgres(commands)
-    add_workflow_commands(commands)
+    add_gc_command(add_workflow_commands(commands))
     add_schedule_commands(commands)
     add_console_command(commands)
     return parser

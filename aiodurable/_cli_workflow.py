@@ -320,8 +320,10 @@ async def _report(rt: Runtime, workflow_id: str, as_json: bool) -> int:
     return 0
 
 
-def add_workflow_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``workflow`` command group."""
+def add_workflow_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add the ``workflow`` command group; return its actions, for more (``gc``)."""
     group = commands.add_parser("workflow", help="list, inspect and steer workflows")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -393,6 +395,7 @@ def add_workflow_commands(commands: argparse._SubParsersAction[argparse.Argument
     upgrade.add_argument(
         "--dry-run", action="store_true", help="check and report only: change nothing"
     )
+    return actions
 
 
 def _opened(handler: _Command) -> Callable[[argparse.Namespace], Awaitable[int]]:

@@ -63,6 +63,8 @@ class WorkflowInfo:
     parent_workflow_id: str | None = None
     decode_error: str | None = None
     """Why a recorded value could not be decoded (it is left None), or None if all were."""
+    partition_key: str | None = None
+    """The partition it was enqueued in, on a partitioned queue; else None."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """``RuntimeOptions``: a runtime's settings, filled in from the environment and checked once.
 
 :class:`aiodurable.Runtime` takes its settings as keywords and its docstring says what each
-means; :func:`from_environment` fills in ``AIODURABLE_DATABASE_URL``, ``AIODURABLE_APP_VERSION``
-and ``AIODURABLE_EXECUTOR_ID``, and :class:`RuntimeOptions` checks every value together, so that a
-bad one fails the constructor with a message naming the keyword, before anything connects.
+means; :func:`from_environment` fills in ``AIODURABLE_DATABASE_URL``,
+``AIODURABLE_LISTEN_DATABASE_URL``, ``AIODURABLE_APP_VERSION`` and ``AIODURABLE_EXECUTOR_ID``,
+and :class:`RuntimeOptions` checks every value together, so that a bad one fails the constructor
+with a message naming the keyword, before anything connects.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from ._backend import Backend
 from ._clock import Clock
+from ._retention import check_retention
 from ._serde import Serializer
 from ._validate import check_id, check_timeout
 
@@ -105,6 +108,8 @@ class RuntimeOptions:
     unreachable_timeout: float
     backend: Backend
     auto_upgrade: bool = False
+    listen_database_url: str | None = None
+    retention: timedelta | None = None
 
     def __post_init__(self) -> None:
         self._check()
@@ -133,6 +138,7 @@ class RuntimeOptions:
         if isinstance(size, bool) or not isinstance(size, int):
             raise ValueError(f"max_value_size must be an int of bytes, not {size!r}")
         _positive("max_value_size", size)
+        check_retention(self.retention)
 
     @property
     def reconnect_backoff(self) -> float:

@@ -4,6 +4,9 @@
 the function registered dispatches the queue (``_engine._dispatch``), claiming queued workflows in
 one transaction under a per-queue advisory lock, so the global ``concurrency`` and the rate limit
 hold across every process sharing the database, while ``worker_concurrency`` bounds each process.
+A partitioned queue applies those limits to each partition key on its own, and shares each
+dispatch pass fairly between its partitions (:mod:`._partitions`). A ``@step`` function enqueued
+runs as a one-step workflow (:func:`._workflow.queueable`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ._options import take_shorthand
 from ._records import AUTO_KEY_PREFIX, DEBOUNCE_QUEUE, NewWorkflow
 from ._serde import return_hint
 from ._validate import check_id, check_priority
-from ._workflow import WorkflowDef, definition_of
+from ._workflow import WorkflowDef, queueable
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -81,10 +84,20 @@ class Queue:
     ``concurrency`` bounds the workflows of this queue running at once across all processes;
     ``worker_concurrency`` bounds them in each process; ``limiter`` is a :class:`RateLimit`;
     with ``priority_enabled``, lower ``priority`` values leave the queue first (else FIFO).
+    With ``partitioned``, every enqueue names a partition key
+    (``q.with_options(partition_key="tenant-7").enqueue(fn)``) and the limits apply to each
+    partition on its own, every partition with queued work progressing at once.
     Declaring the same name twice in a process with other settings raises ``ValueError``.
     """
 
-    __slots__ = ("concurrency", "limiter", "name", "priority_enabled", "worker_concurrency")
+    __slots__ = (
+        "concurrency",
+        "limiter",
+        "name",
+        "partitioned",
+        "priority_enabled",
+        "worker_concurrency",
+    )
 
     def __init__(
         self,
@@ -94,6 +107,7 @@ class Queue:
         worker_concurrency: int | None = None,
         limiter: RateLimit | None = None,
         priority_enabled: bool = False,
+        partitioned: bool = False,
     ) -> None:
         self.name: str = check_id("queue name", name)
         if name.startswith(AUTO_KEY_PREFIX):
@@ -116,6 +130,7 @@ class Queue:
             )
         self.limiter: RateLimit | None = limiter
         self.priority_enabled: bool = bool(priority_enabled)
+        self.partitioned: bool = bool(partitioned)
         existing = _queues.get(name)
         if existing is not None and existing._settings() != self._settings():
             raise ValueError(
@@ -125,12 +140,19 @@ class Queue:
         _queues[name] = self
 
     def _settings(self) -> tuple[object, ...]:
-        return (self.concurrency, self.worker_concurrency, self.limiter, self.priority_enabled)
+        return (
+            self.concurrency,
+            self.worker_concurrency,
+            self.limiter,
+            self.priority_enabled,
+            self.partitioned,
+        )
 
     def _describe(self) -> str:
         return (
             f"concurrency={self.concurrency}, worker_concurrency={self.worker_concurrency},"
-            f" limiter={self.limiter}, priority_enabled={self.priority_enabled}"
+            f" limiter={self.limiter}, priority_enabled={self.priority_enabled},"
+            f" partitioned={self.partitioned}"
         )
 
     def __repr__(self) -> str:
@@ -141,12 +163,14 @@ class Queue:
     ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
         """Record ``fn(*args, **kwargs)`` as ENQUEUED on this queue and return its handle.
 
-        For options, use :meth:`with_options`; for a workflow without parameters of those
-        names, ``workflow_id=``, ``priority=``, ``deduplication_id=`` and ``on_duplicate=``
-        keywords are taken as options too. Inside a workflow it enqueues a child.
+        ``fn`` is a workflow, or a ``@step`` function, which runs as a one-step workflow whose
+        result is the step's. For options, use :meth:`with_options`; for a function without
+        parameters of those names, ``workflow_id=``, ``priority=``, ``deduplication_id=``,
+        ``on_duplicate=`` and ``partition_key=`` keywords are taken as options too. Inside a
+        workflow it enqueues a child.
         """
-        names = ("workflow_id", "priority", "deduplication_id", "on_duplicate")
-        options: dict[str, Any] = take_shorthand(definition_of(fn).fn, kwargs, names)
+        names = ("workflow_id", "priority", "deduplication_id", "on_duplicate", "partition_key")
+        options: dict[str, Any] = take_shorthand(queueable(fn).fn, kwargs, names)
         return self.with_options(**options).enqueue(fn, *args, **kwargs)
 
     def with_options(
@@ -156,6 +180,7 @@ class Queue:
         priority: int = 0,
         deduplication_id: str | None = None,
         on_duplicate: OnDuplicate = "raise",
+        partition_key: str | None = None,
     ) -> EnqueueOptions:
         """Enqueue options: ``q.with_options(priority=1).enqueue(fn, *args)``.
 
@@ -163,8 +188,12 @@ class Queue:
         ``deduplication_id``: while a workflow with it is queued or running on this queue,
         enqueueing another raises :class:`DuplicateWorkflowError` (``on_duplicate="raise"``) or
         returns the existing workflow's handle (``on_duplicate="return"``).
+        ``partition_key``: the partition to queue in; required by a ``partitioned`` queue, and
+        refused by any other.
         """
-        return EnqueueOptions(self, workflow_id, priority, deduplication_id, on_duplicate)
+        return EnqueueOptions(
+            self, workflow_id, priority, deduplication_id, on_duplicate, partition_key
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +205,7 @@ class EnqueueOptions:
     priority: int = 0
     deduplication_id: str | None = None
     on_duplicate: OnDuplicate = "raise"
+    partition_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.workflow_id is not None:
@@ -190,12 +220,27 @@ class EnqueueOptions:
             )
         if self.on_duplicate not in ("raise", "return"):
             raise ValueError(f"on_duplicate must be 'raise' or 'return', not {self.on_duplicate!r}")
+        name = self.queue.name
+        if self.partition_key is None:
+            if self.queue.partitioned:
+                raise ValueError(
+                    f"queue {name!r} is partitioned: every enqueue names its partition; write"
+                    " q.with_options(partition_key=...).enqueue(fn, ...) (e.g. a tenant's ID)"
+                )
+        elif not self.queue.partitioned:
+            raise ValueError(
+                f"queue {name!r} is not partitioned, so it takes no partition_key; declare it"
+                f" Queue({name!r}, ..., partitioned=True) to apply its limits per partition"
+            )
+        else:
+            check_id("partition key", self.partition_key)
 
     def enqueue(
         self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
     ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
-        """Record ``fn(*args, **kwargs)`` as ENQUEUED with these options; return its handle."""
-        wdef = definition_of(fn)
+        """Record ``fn(*args, **kwargs)`` as ENQUEUED with these options; return its handle.
+        ``fn`` is a workflow or a ``@step`` function (run as a one-step workflow)."""
+        wdef = queueable(fn)
         engine = current_engine()
         assigned = self.workflow_id or take_assigned_id()
         parent = current_workflow()
@@ -236,6 +281,7 @@ class EnqueueOptions:
             queue_name=self.queue.name,
             priority=self.priority,
             deduplication_id=self.deduplication_id,
+            partition_key=self.partition_key,
         )
         try:
             await engine.store.enqueue(new)

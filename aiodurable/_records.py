@@ -64,6 +64,7 @@ class NewWorkflow:
     queue_name: str | None = None
     priority: int = 0
     deduplication_id: str | None = None
+    partition_key: str | None = None
 
 
 def check_new_workflow(w: NewWorkflow) -> None:
@@ -80,6 +81,8 @@ def check_new_workflow(w: NewWorkflow) -> None:
         check_id("queue name", w.queue_name)
     if w.deduplication_id is not None:
         check_id("deduplication ID", w.deduplication_id)
+    if w.partition_key is not None:
+        check_id("partition key", w.partition_key)
     check_epoch("creation time", w.created_at)
     if w.deadline_at is not None:
         check_epoch("workflow deadline", w.deadline_at)
@@ -107,6 +110,7 @@ class WorkflowRow:
     deadline_at: float | None
     priority: int = 0
     deduplication_id: str | None = None
+    partition_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,8 @@ class DequeueRequest:
     worker_concurrency: int | None
     rate_limit: tuple[int, float] | None
     priority_enabled: bool
+    partitioned: bool = False
+    """Whether the limits apply to each partition key on its own (see :mod:`._partitions`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextvars import Token
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, Unpack
 
@@ -47,6 +48,10 @@ class Runtime(AdminMethods):
       workflows' source.
     - ``executor_id``: default ``AIODURABLE_EXECUTOR_ID``, else an ID stable across restarts of
       this program on this machine; a second live runtime given an ID in use runs as ``ID-2``.
+    - ``listen_database_url`` (default ``AIODURABLE_LISTEN_DATABASE_URL``): when
+      ``database_url`` goes through a transaction pooler (PgBouncer), the direct URL of the same
+      database, for the LISTEN connection and the executor lock it holds (sessions a pooler
+      cannot carry); the pools then prepare no named statements.
     - ``schema`` for the tables; ``app_database_url`` for ``@transaction`` (default: the same
       database); ``serializer`` (default JSON); ``clock`` (default the wall clock; see
       :mod:`aiodurable.testing` for one that skips time).
@@ -68,6 +73,10 @@ class Runtime(AdminMethods):
       workflows of other application versions whose journals replay cleanly on this code, and
       run them (see :meth:`upgrade_workflows`); the report is logged, with a WARNING naming each
       workflow left on its own version and why. A ``recover=False`` runtime adopts nothing.
+    - ``retention`` (a positive ``timedelta``, such as ``timedelta(days=30)``): as it begins
+      and then periodically (every 24th of it, at most hourly), delete the finished workflows
+      last updated longer ago, with everything they recorded (see :meth:`garbage_collect`).
+      Default None: keep them all. A ``recover=False`` runtime collects nothing by itself.
     """
 
     def __init__(
@@ -91,6 +100,8 @@ class Runtime(AdminMethods):
         unreachable_timeout: float = 30.0,
         backend: Backend | None = None,
         auto_upgrade: bool = False,
+        listen_database_url: str | None = None,
+        retention: timedelta | None = None,
     ) -> None:
         options = RuntimeOptions(
             database_url=from_environment(database_url, "AIODURABLE_DATABASE_URL"),
@@ -113,6 +124,10 @@ class Runtime(AdminMethods):
             unreachable_timeout=unreachable_timeout,
             backend=backend or PostgresBackend(),
             auto_upgrade=auto_upgrade,
+            listen_database_url=from_environment(
+                listen_database_url, "AIODURABLE_LISTEN_DATABASE_URL"
+            ),
+            retention=retention,
         )
         self._engine = Engine(options, self)
         self._token: Token[Engine | None] | None = None

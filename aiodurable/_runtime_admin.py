@@ -4,8 +4,10 @@ retention), a base of :class:`aiodurable.Runtime`: each forwards to its engine."
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from ._retention import collect
 from ._schedule import ScheduleInfo
 from ._upgrade import UpgradeReport
 
@@ -67,3 +69,13 @@ class AdminMethods:
     async def delete_schedule(self, name: str) -> None:
         """Delete a schedule; see :func:`aiodurable.delete_schedule`."""
         await self._engine.scheduler.delete(name)
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def garbage_collect(
+        self, *, older_than: timedelta | None = None, keep_latest: int | None = None
+    ) -> int:
+        """Delete the finished workflows that neither ``older_than`` nor ``keep_latest``
+        keeps, with everything recorded under their IDs; return how many were deleted. See
+        :func:`aiodurable.garbage_collect`."""
+        return await collect(self._engine, older_than, keep_latest)

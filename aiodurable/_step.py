@@ -3,6 +3,9 @@
 A step's first execution costs one checkpoint (one INSERT, one round trip) and no read: the
 workflow's whole journal was loaded once when it started or resumed. A replayed step returns its
 recorded output, or re-raises its recorded exception, without running its body.
+
+Each step function also gets a one-step workflow (:func:`_one_step_workflow`), by which a queue
+runs the step on its own: ``q.enqueue(step_fn, *args)``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,13 @@ from ._retry import NonRetryable, Retry
 from ._serde import encode_exception, return_hint
 from ._tracing import step_span
 from ._validate import check_id, check_timeout
+from ._workflow import (
+    DEFAULT_MAX_RECOVERY_ATTEMPTS,
+    STEP_WORKFLOW_PREFIX,
+    WorkflowDef,
+    register_internal,
+    stable_module_name,
+)
 
 __all__ = ["StepDef", "checkpoint_failure", "step"]
 
@@ -98,6 +108,28 @@ async def _run_step(
     return await engine.checkpoint(ctx, row) or Live(result)
 
 
+def _one_step_workflow(
+    name: str | None,
+    fn: Callable[..., Coroutine[Any, Any, Any]],
+    call: Callable[..., Coroutine[Any, Any, Any]],
+) -> WorkflowDef:
+    """The workflow that runs the step ``call`` (``fn`` decorated) once and returns its result,
+    registered as aiodurable's own, so that every runtime with the step can run and recover it.
+
+    Named ``aiodurable.step:`` and the step's pinned ``name``, else its module and qualified name
+    (a step's default name, its qualified name alone, may be the same in two modules)."""
+
+    async def one_step(*args: Any, **kwargs: Any) -> Any:
+        return await call(*args, **kwargs)
+
+    # The step's signature and annotations: they encode the inputs and decode the result.
+    functools.update_wrapper(one_step, fn)
+    ident = name if name is not None else f"{stable_module_name(fn.__module__)}:{fn.__qualname__}"
+    wdef = WorkflowDef(STEP_WORKFLOW_PREFIX + ident, one_step, DEFAULT_MAX_RECOVERY_ATTEMPTS)
+    register_internal(wdef)
+    return wdef
+
+
 def step(
     *, retry: Retry | None = None, name: str | None = None, timeout: float | None = None
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
@@ -109,7 +141,8 @@ def step(
     attempt (seconds; ``None`` or ``float("inf")`` for no bound). ``name`` defaults to the
     function's qualified name; it is journaled with each call, so it is checked here, at
     decoration, like a workflow ID (UTF-8 text, no NUL, at most 1,000 bytes), rather than after
-    the step's first run.
+    the step's first run. A step given to :meth:`Queue.enqueue <aiodurable.Queue.enqueue>` runs
+    as a one-step workflow whose result is the step's.
     """
     if retry is not None and not isinstance(retry, Retry):
         raise TypeError(f"step(retry=) takes an aiodurable.Retry, not {retry!r}")
@@ -149,6 +182,8 @@ def step(
             )
 
         call.__aiodurable_step__ = sdef  # type: ignore[attr-defined]  # our marker attribute
+        one_step = _one_step_workflow(name, fn, call)
+        call.__aiodurable_step_workflow__ = one_step  # type: ignore[attr-defined]  # marker
         return call
 
     return decorate

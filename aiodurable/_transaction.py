@@ -6,32 +6,35 @@ returns the recorded output and the body never runs again. Serialization failure
 are retried with backoff, as PostgreSQL intends. A connection lost mid-transaction is not the
 body's outcome: the transaction runs again on a fresh connection (its journal entry makes a
 repeat of a commit whose acknowledgement was lost harmless), and if the database stays
-unreachable the workflow stops with :class:`DatabaseUnavailable` and resumes at the next start.
+unreachable the workflow stops with :class:`DatabaseUnavailable` and resumes at the next start
+(the loop is :func:`aiodurable._transaction_commit.commit_once`). A body whose first parameter is
+annotated ``sqlalchemy.ext.asyncio.AsyncConnection`` gets a SQLAlchemy connection instead, with
+the same guarantees (:mod:`aiodurable._transaction_sqlalchemy`, imported only then).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import inspect
-import random
 import typing
 from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ._context import WorkflowContext, current_workflow, in_step, step_body
 from ._current import current_engine
-from ._exceptions import DatabaseUnavailable
 from ._journal import Live, journaled
 from ._records import StepRow
 from ._serde import return_hint
-from ._step import checkpoint_failure
 from ._store import TRANSIENT
 from ._tracing import step_span
+from ._transaction_commit import ConnectionLost, commit_once, retrying
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 __all__ = ["Isolation", "transaction"]
 
@@ -40,18 +43,30 @@ R = TypeVar("R")
 
 Isolation = Literal["serializable", "repeatable_read", "read_committed"]
 _ISOLATIONS = frozenset(typing.get_args(Isolation))
-_RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
-_MAX_ATTEMPTS = 10
-# How long a journaled transaction keeps trying on fresh connections before the workflow stops.
-_UNREACHABLE_FOR = 30.0
+_FIX = (
+    "async def f(conn: asyncpg.Connection, ...)"
+    " (or conn: sqlalchemy.ext.asyncio.AsyncConnection, with the sqlalchemy extra)"
+)
+
+
+class _TransactionDecorator(Protocol):
+    """What ``transaction()`` returns: it takes ``async def f(conn, ...)``, ``conn`` an asyncpg
+    or a SQLAlchemy connection, and returns ``f`` without ``conn``."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[asyncpg.Connection, P], Coroutine[Any, Any, R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[AsyncConnection, P], Coroutine[Any, Any, R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
 
 
 def transaction(
     *, isolation: Isolation = "serializable", name: str | None = None
-) -> Callable[
-    [Callable[Concatenate[asyncpg.Connection, P], Coroutine[Any, Any, R]]],
-    Callable[P, Coroutine[Any, Any, R]],
-]:
+) -> _TransactionDecorator:
     """Make ``async def f(conn: asyncpg.Connection, ...) -> R`` an exactly-once transaction.
 
     Callers call ``await f(...)`` without ``conn``: the runtime supplies a connection inside a
@@ -61,6 +76,11 @@ def transaction(
     from the body rolls back its writes and is journaled as the call's outcome. The connection
     is pooled and not reset between uses beyond the rollback: change session settings with
     ``SET LOCAL`` and take advisory locks with the ``_xact_`` functions.
+
+    With the ``sqlalchemy`` extra, ``f`` may take ``conn: sqlalchemy.ext.asyncio.AsyncConnection``
+    instead (Core statements, or ORM ones through ``AsyncSession(bind=conn)``): it is already in
+    the transaction, which the runtime commits with the journal entry, so the body neither
+    begins nor commits it (``conn.begin_nested()`` makes a savepoint).
     """
     if not isinstance(isolation, str) or isolation not in _ISOLATIONS:
         raise ValueError(
@@ -68,14 +88,16 @@ def transaction(
         )
 
     def decorate(
-        fn: Callable[Concatenate[asyncpg.Connection, P], Coroutine[Any, Any, R]],
+        fn: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]],
     ) -> Callable[P, Coroutine[Any, Any, R]]:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(
                 f"@transaction() decorates an async def function, and {fn!r} is not one;"
                 " write it as `async def f(conn: asyncpg.Connection, ...)`"
             )
-        _check_connection_parameter(fn)
+        plain, transact = _plain, _transact
+        if _check_connection_parameter(fn):
+            plain, transact = _sqlalchemy_path(fn)
         tx_name = name or fn.__qualname__
         hints: list[object] = []
 
@@ -83,7 +105,7 @@ def transaction(
         def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
             ctx = current_workflow()
             if ctx is None or in_step():
-                return _plain(fn, isolation, args, kwargs)
+                return plain(fn, isolation, args, kwargs)
             if not hints:
                 hints.append(return_hint(fn))
             function_id = ctx.next_function_id()
@@ -91,7 +113,7 @@ def transaction(
                 ctx,
                 function_id,
                 tx_name,
-                _transact,
+                transact,
                 ctx,
                 function_id,
                 tx_name,
@@ -108,31 +130,63 @@ def transaction(
     return decorate
 
 
-def _check_connection_parameter(fn: Callable[..., object]) -> None:
-    """Refuse, at decoration time, a function whose first parameter cannot take the connection."""
+def _check_connection_parameter(fn: Callable[..., object]) -> bool:
+    """Refuse, at decoration time, a function whose first parameter cannot take the connection;
+    True when it is annotated as a SQLAlchemy ``AsyncConnection``."""
     params = list(inspect.signature(fn).parameters.values())
-    fix = "async def f(conn: asyncpg.Connection, ...)"
     if not params or params[0].kind not in (
         inspect.Parameter.POSITIONAL_ONLY,
         inspect.Parameter.POSITIONAL_OR_KEYWORD,
     ):
         raise TypeError(
             f"@transaction() needs {fn.__qualname__} to take the connection as its first"
-            f" positional parameter: {fix}"
+            f" positional parameter: {_FIX}"
         )
     first = params[0]
     if first.annotation is inspect.Parameter.empty:
-        return
+        return False
     try:
         hint = typing.get_type_hints(fn).get(first.name, object)
     except Exception:  # an annotation that does not resolve here (TYPE_CHECKING imports)
-        return
+        annotation = first.annotation
+        # Unresolved, it is known by its name: `conn: AsyncConnection` under an import that
+        # only the type checker makes, which is also where SQLAlchemy may be missing.
+        return isinstance(annotation, str) and annotation.rpartition(".")[2] == "AsyncConnection"
+    if _is_sqlalchemy_connection(hint):
+        return True
     if not _may_be_connection(hint):
         raise TypeError(
             f"@transaction() passes an asyncpg connection as the first argument of"
             f" {fn.__qualname__}, but its parameter {first.name!r} is annotated {hint!r};"
-            f" add the connection parameter first: {fix}"
+            f" add the connection parameter first: {_FIX}"
         )
+    return False
+
+
+def _is_sqlalchemy_connection(hint: object) -> bool:
+    """Whether ``hint`` is SQLAlchemy's ``AsyncConnection`` (or a subclass), without importing
+    SQLAlchemy: a program that has the class has SQLAlchemy already."""
+    return any(
+        c.__name__ == "AsyncConnection" and c.__module__.startswith("sqlalchemy.")
+        for c in getattr(hint, "__mro__", ())
+    )
+
+
+_Plain = Callable[..., Coroutine[Any, Any, Any]]
+_Transact = Callable[..., Coroutine[Any, Any, StepRow | Live]]
+
+
+def _sqlalchemy_path(fn: Callable[..., object]) -> tuple[_Plain, _Transact]:
+    """The SQLAlchemy forms of :func:`_plain` and :func:`_transact`, for ``fn``."""
+    try:
+        from . import _transaction_sqlalchemy
+    except ImportError as exc:
+        raise ImportError(
+            f"@transaction() on {fn.__qualname__}: its connection parameter is a SQLAlchemy"
+            " AsyncConnection, which needs SQLAlchemy with its asyncio support; install it with"
+            f" `pip install 'aiodurable[sqlalchemy]'` ({exc})"
+        ) from exc
+    return _transaction_sqlalchemy.plain, _transaction_sqlalchemy.transact
 
 
 def _may_be_connection(hint: object) -> bool:
@@ -153,21 +207,6 @@ def _may_be_connection(hint: object) -> bool:
         return True
 
 
-async def _retrying(body: Callable[[], Coroutine[Any, Any, R]]) -> R:
-    """Run ``body``, again after a serialization failure or deadlock, with jittered backoff (the
-    two transactions that collided must not collide again in lockstep)."""
-    delay = 0.01
-    for attempt in range(1, _MAX_ATTEMPTS + 1):
-        try:
-            return await body()
-        except _RETRYABLE:
-            if attempt == _MAX_ATTEMPTS:
-                raise
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter only
-            delay = min(delay * 2, 1.0)
-    raise AssertionError("unreachable")
-
-
 async def _plain(
     fn: Callable[..., Coroutine[Any, Any, R]],
     isolation: str,
@@ -181,11 +220,7 @@ async def _plain(
         async with pool.acquire() as conn, conn.transaction(isolation=isolation):  # type: ignore[arg-type]  # validated Literal
             return await fn(conn, *args, **kwargs)
 
-    return await _retrying(once)
-
-
-class _ConnectionLost(Exception):
-    """The transaction's connection failed (not its body): run it again on a fresh one."""
+    return await retrying(once)
 
 
 async def _transact(
@@ -197,31 +232,25 @@ async def _transact(
     args: tuple[object, ...],
     kwargs: dict[str, Any],
 ) -> StepRow | Live:
-    """A live transaction: run it until it commits with its journal entry (retrying on a lost
-    connection), or journal the failure of its body. With a separate application database, an
-    entry committed there but not yet journaled here is adopted, and the body not run again."""
+    """A live transaction on an asyncpg connection of the application store's pool, committed
+    once by :func:`commit_once`."""
     rt = ctx.engine
-    separate = rt.app_store is not rt.store
-    if separate:
-        adopted = await rt.app_store.get_step(ctx.workflow_id, function_id)
-        if adopted is not None:
-            await rt.checkpoint(ctx, adopted)
-            return adopted
-    started = rt.clock.now()
 
-    async def once() -> tuple[R, StepRow, StepRow | None]:
+    async def once(started: float) -> tuple[R, StepRow, StepRow | None]:
         try:
             async with rt.app_store.pool.acquire() as conn:
                 try:
-                    return await attempt(conn)
+                    return await attempt(conn, started)
                 except TRANSIENT as exc:
                     if not conn.is_closed():
                         raise  # the body's own failure, on a live connection
-                    raise _ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
+                    raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
         except TRANSIENT as exc:  # acquiring the connection failed
-            raise _ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
+            raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
 
-    async def attempt(conn: PoolConnectionProxy) -> tuple[R, StepRow, StepRow | None]:
+    async def attempt(
+        conn: PoolConnectionProxy, started: float
+    ) -> tuple[R, StepRow, StepRow | None]:
         tx = conn.transaction(isolation=isolation)  # type: ignore[arg-type]  # validated Literal
         await tx.start()
         try:
@@ -246,33 +275,4 @@ async def _transact(
         await tx.commit()
         return result, row, None
 
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + _UNREACHABLE_FOR
-    delay = 0.05
-    while True:
-        try:
-            result, written, existing = await _retrying(once)
-        except _ConnectionLost as lost:
-            if loop.time() + delay > give_up:
-                raise DatabaseUnavailable(
-                    f"transaction {name!r} of workflow {ctx.workflow_id!r} could not reach the"
-                    f" application database for {_UNREACHABLE_FOR:g} s ({lost}); the workflow"
-                    " resumes from its last completed step at the next start"
-                ) from lost.__cause__
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-            continue
-        except Exception as exc:
-            # The body's writes rolled back; the failure itself is the step's outcome.
-            recorded = await checkpoint_failure(ctx, function_id, name, exc, started)
-            if recorded is None:
-                raise
-            existing = recorded
-        break
-    if existing is not None:
-        if separate:
-            await rt.checkpoint(ctx, existing)
-        return existing
-    if separate:
-        await rt.checkpoint(ctx, written)
-    return Live(result)
+    return await commit_once(ctx, function_id, name, once)

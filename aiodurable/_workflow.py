@@ -1,4 +1,8 @@
-"""``@workflow()``: the decorator, the registry of workflow functions, the application version."""
+"""``@workflow()``: the decorator, the registry of workflow functions, the application version.
+
+The registry also holds workflows of aiodurable's own making: the one-step workflow of each
+``@step`` function (named ``aiodurable.step:...``), by which a queue runs a step.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +19,14 @@ from ._current import call_workflow
 from ._validate import check_id
 
 __all__ = [
+    "STEP_WORKFLOW_PREFIX",
     "WorkflowDef",
     "application_version",
     "check_id",
     "definition_of",
     "lookup",
+    "queueable",
+    "register_internal",
     "registered_names",
     "workflow",
 ]
@@ -28,6 +35,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
+
+STEP_WORKFLOW_PREFIX = "aiodurable.step:"
+"""The names of the one-step workflows that run ``@step`` functions given to a queue."""
 
 
 @dataclass(eq=False, slots=True)
@@ -43,16 +53,39 @@ class WorkflowDef:
 # The registry of decorated functions, filled at import time as a program's modules are loaded,
 # like the module table itself. Runtimes only read it; re-decorating a name replaces the entry.
 _registry: dict[str, WorkflowDef] = {}
+# aiodurable's own workflows (one per step function, registered as the step is decorated, so any
+# runtime that has the step can dispatch and recover its one-step workflows): run like the
+# user's, but outside the application version (see application_version).
+_internal: dict[str, WorkflowDef] = {}
 
 
 def registered_names() -> list[str]:
-    """The names of every registered workflow."""
-    return list(_registry)
+    """The names of every registered workflow, aiodurable's own included."""
+    return [*_registry, *_internal]
 
 
 def lookup(name: str) -> WorkflowDef | None:
     """The workflow registered under ``name``."""
-    return _registry.get(name)
+    return _registry.get(name) or _internal.get(name)
+
+
+def register_internal(wdef: WorkflowDef) -> None:
+    """Register a workflow of aiodurable's own making (left out of the application version)."""
+    _internal[wdef.name] = wdef
+
+
+def queueable(fn: object) -> WorkflowDef:
+    """What a queue runs for ``fn``: a workflow's definition, or the one-step workflow of a
+    ``@step`` function; TypeError for anything else."""
+    wdef = getattr(fn, "__aiodurable_step_workflow__", None)
+    if isinstance(wdef, WorkflowDef):
+        return wdef
+    if not isinstance(getattr(fn, "__aiodurable_workflow__", None), WorkflowDef):
+        raise TypeError(
+            f"{fn!r} is neither a workflow nor a step; decorate it with @aiodurable.workflow()"
+            " (or with @aiodurable.step(), to enqueue it as a one-step workflow)"
+        )
+    return definition_of(fn)
 
 
 def definition_of(fn: object) -> WorkflowDef:
@@ -108,6 +141,11 @@ def application_version() -> str:
     Recovery only runs a workflow on the application version that started it, because a
     workflow replayed on changed code may take a different path. ``AIODURABLE_APP_VERSION`` (or
     ``Runtime(app_version=)``) overrides it.
+
+    aiodurable's own workflows are left out: a step's one-step workflow is aiodurable's code, the
+    same in every version (call the step once), and the step's body, like every step's, was
+    never part of the hash (its journaled outcome is what a replay sees). So decorating steps, or
+    adding one, leaves a program's application version as it was.
     """
     digest = hashlib.sha256()
     for name in sorted(_registry):

@@ -8,6 +8,7 @@ import aiodurable
 
 # Names the design's public contract lists; each must stay exported.
 CONTRACT = {
+    "Client",
     "Debouncer",
     "DuplicateWorkflowError",
     "DurableError",
@@ -33,6 +34,7 @@ CONTRACT = {
     "delete_schedule",
     "deprecate_patch",
     "fork_workflow",
+    "garbage_collect",
     "get_event",
     "list_schedules",
     "list_steps",

@@ -131,16 +131,19 @@ async def test_a_fenced_workflow_gets_ownership_lost_for_its_own_item_only(store
 
 async def test_events_set_twice_in_one_batch(store: Store) -> None:
     """Several values of one (workflow, key) in one batch: the event keeps the last submitted,
-    the history keeps them all, and setting again (journaled already) is False."""
+    the history keeps them all, and setting again (journaled already) is False. (The first two
+    calls of a burst go out alone, at the same time, and commit in the race's order: they set
+    another workflow's event, so that every value of "w" is in the batch.)"""
     await add_workflows(store, "w", "x")
     sizes = flushes(store._events_batch)
 
     def set_(wid: str, fid: int, value: bytes) -> Awaitable[bool]:
         return store.set_event(wid, entry(fid, "aiodurable.set_event", value), "k", "json", value)
 
-    calls = [set_("w", fid, str(fid).encode()) for fid in range(1, 7)] + [set_("x", 1, b"x")]
-    assert await gather(*calls) == [True] * 7
-    assert sizes[:3] == [1, 1, 5]
+    alone = [set_("x", 1, b"x1"), set_("x", 2, b"x2")]
+    calls = alone + [set_("w", fid, str(fid).encode()) for fid in range(1, 7)]
+    assert await gather(*calls) == [True] * 8
+    assert sizes[:3] == [1, 1, 6]
     assert await store.get_event("w", "k") == ("json", b"6")
     async with store.pool.acquire() as c:
         history = await c.fetch(
@@ -171,15 +174,18 @@ async def test_messages_keep_their_order_and_consumers_of_one_topic_share_a_batc
     queued = [int(r["value"]) for r in rows]
     assert set(queued[:2]) == {0, 1} and queued[2:] == list(range(2, 20))
     consumed = flushes(store._consumes_batch)
-    taken = await gather(
-        *(store.consume_message("dest", "t", 100 + i, "aiodurable.recv", 3.0) for i in range(22))
-    )
-    assert consumed == [1, 1, 20]
+    # The first two consumes of the burst go out alone, racing the batch: they ask for another
+    # topic, so that every consume of "t" is in the batch.
+    alone = [store.consume_message("dest", "u", 98 + i, "aiodurable.recv", 3.0) for i in (0, 1)]
+    batched = [
+        store.consume_message("dest", "t", 100 + i, "aiodurable.recv", 3.0) for i in range(22)
+    ]
+    taken = await gather(*alone, *batched)
+    assert consumed == [1, 1, 22]
     values = [int(t.output) if isinstance(t, StepRow) and t.output else t for t in taken]
-    assert set(values[:2]) == set(queued[:2])
-    assert values[2:] == [*queued[2:], None, None]
+    assert values == [None, None, *queued, None, None]
     assert await store.get_step("dest", 105) == StepRow(
-        105, "aiodurable.recv", "json", b"5", None, None, 3.0, 3.0
+        105, "aiodurable.recv", "json", str(queued[5]).encode(), None, None, 3.0, 3.0
     )
 
 

@@ -36,6 +36,7 @@ from .._models import StepInfo, WorkflowInfo, WorkflowStatus
 from .._notify import Key, Notifier
 from .._options import RuntimeOptions, StartSettings
 from .._records import StepRow
+from .._retention import start_retention
 from .._serde import Serializer
 from .._signals import Signal
 from .._store import StoreProtocol
@@ -186,6 +187,7 @@ class Engine:
             notify_fallback=options.notify_fallback,
             on_listen_connect=self.ownership.on_listen_connect,
             on_signal=self._on_signal,
+            listen_database_url=options.listen_database_url,
         )
         connected = self._connected = await options.backend.open(config)
         self.database_url = connected.database_url
@@ -215,6 +217,7 @@ class Engine:
         self.loops.start("liveness", self.recovery.liveness_loop)
         self.loops.start("scheduler", self.scheduler.loop)
         self.loops.start("debounce keeper", self.debounces.loop)
+        start_retention(self)
 
     async def close(self) -> None:
         """Stop every task and workflow where it stands, and disconnect (once)."""

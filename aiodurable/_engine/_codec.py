@@ -160,6 +160,7 @@ class Codec:
             queue_name=row.queue_name,
             parent_workflow_id=row.parent_workflow_id,
             decode_error="; ".join(problems) or None,
+            partition_key=row.partition_key,
         )
 
     def _shown_inputs(self, row: WorkflowRow, wdef: WorkflowDef | None) -> object:

@@ -2,7 +2,8 @@
 
 Every open runtime that begins dispatches every queue declared in its process: it claims queued
 workflows in one transaction per queue (the store holds the queue's advisory lock, so the global
-concurrency and rate limit hold across processes) and launches them here.
+concurrency and rate limit hold across processes) and launches them here. A partitioned queue's
+limits hold for each partition key, and each pass is shared fairly between the partitions.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Dispatcher:
                         worker_concurrency=queue.worker_concurrency,
                         rate_limit=None if limiter is None else (limiter.limit, limiter.period),
                         priority_enabled=queue.priority_enabled,
+                        partitioned=queue.partitioned,
                     )
                 )
                 if result.rows:

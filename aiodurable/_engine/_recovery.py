@@ -284,7 +284,12 @@ class Recovery:
                 )
                 if not rows:
                     break
-                for wid in await self.launch_rows(rows):
+                running = engine.executor.running
+                for row in rows:
+                    if row.workflow_id in running:  # a cancelled run of it is still stopping
+                        await engine.executor.relaunch(row)
+                fresh = [row for row in rows if row.workflow_id not in running]
+                for wid in await self.launch_rows(fresh):
                     logger.info("took over workflow %s", wid)
 
     # -- liveness and maintenance ------------------------------------------------------------

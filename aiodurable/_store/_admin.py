@@ -51,9 +51,9 @@ class AdminPart(StoreBase):
         sql = self.sql
 
         async def op(c: Conn) -> None:
+            # The copied entries belong to the fork, which may run elsewhere: none of these
+            # statements is fenced.
             async with c.transaction():
-                # The copied entries belong to the fork, which may run elsewhere: not fenced.
-                await c.execute(sql.unfence_transaction)
                 await c.execute(
                     sql.fork_insert,
                     new.workflow_id,

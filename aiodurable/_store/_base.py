@@ -1,4 +1,4 @@
-"""The store's foundation: the pool, the schema, retries, and the connections' owner setting.
+"""The store's foundation: the pool, the schema, retries, and the owner that fences its writes.
 
 Every part of :class:`~aiodurable._store.Store` subclasses :class:`StoreBase` and runs its
 statements through :meth:`StoreBase._run`, which retries an operation after a connection
@@ -117,15 +117,15 @@ class StoreBase:
         pool_size: int = 16,
         connect_timeout: float = 10.0,
         command_timeout: float | None = 30.0,
+        statement_cache: bool = True,
     ) -> Self:
-        """Connect a pool to ``url``; raise :class:`DatabaseUnavailable` within the timeout."""
+        """Connect a pool to ``url``; raise :class:`DatabaseUnavailable` within the timeout.
+
+        ``statement_cache=False`` for a URL behind a transaction pooler (PgBouncer before 1.21,
+        or without ``max_prepared_statements``): each statement is then prepared unnamed, in
+        the same transaction as its execution, so that no server connection needs to keep a
+        named one between transactions."""
         _check_schema(schema)
-        store: Self | None = None
-
-        async def init(conn: asyncpg.Connection) -> None:
-            if store is not None:
-                await store._init_connection(conn)
-
         try:
             async with asyncio.timeout(connect_timeout):
                 pool = await asyncpg.create_pool(
@@ -136,7 +136,7 @@ class StoreBase:
                     command_timeout=command_timeout,
                     server_settings={"application_name": APPLICATION_NAME},
                     reset=_keep_session,
-                    init=init,
+                    statement_cache_size=100 if statement_cache else 0,
                 )
         except (*TRANSIENT, *_CONNECT_REFUSALS) as exc:
             raise DatabaseUnavailable(
@@ -145,8 +145,7 @@ class StoreBase:
                 " URL (argument or AIODURABLE_DATABASE_URL) is right, or give no URL to use the"
                 " embedded PostgreSQL."
             ) from exc
-        store = cls(pool, schema)
-        return store
+        return cls(pool, schema)
 
     async def close(self) -> None:
         """Stop the batches in flight and close the pool."""
@@ -228,11 +227,16 @@ class StoreBase:
         return OwnershipLost(workflow_id, f"its journal refused a write by executor {self.owner!r}")
 
     async def set_owner(self, executor_id: str) -> None:
-        """Make every later connection write journal entries and final statuses as
-        ``executor_id``, fenced: a workflow another executor has taken over refuses them."""
+        """Write journal entries and final statuses as ``executor_id`` from now on, fenced: a
+        workflow another executor has taken over refuses them. The statements carry the ID
+        themselves (no session setting), so any connection, pooled by PgBouncer too, will do."""
         self.owner = executor_id
-        await self.pool.expire_connections()  # the next acquire opens them with the setting
+        self.sql = Statements.for_schema(self.schema, owner=executor_id)
 
-    async def _init_connection(self, conn: asyncpg.Connection) -> None:
-        if self.owner is not None:
-            await conn.execute(self.sql.set_owner, self.owner)
+    async def same_server(self, conn: asyncpg.Connection) -> bool:
+        """Whether ``conn`` reaches the same database of the same running server as the pool
+        (a direct URL beside a pooled one, say)."""
+        sql = self.sql.server_identity
+        ours = await self._run(lambda c: c.fetchrow(sql))
+        theirs = await conn.fetchrow(sql)
+        return ours is not None and theirs is not None and tuple(ours) == tuple(theirs)

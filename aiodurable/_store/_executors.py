@@ -24,24 +24,18 @@ class ExecutorsPart(StoreBase):
         """Take ``executor_id``'s session lock on ``session`` (the runtime's LISTEN connection),
         where it stays until that connection closes; False when another live runtime holds it.
         Not retried: a lost session loses the lock, and the runtime takes it again on the next."""
-        return await self._try_lock(session, executor_id)
+        sql = self.sql.try_lock_executor
+        return bool(await session.fetchval(sql, self.schema, executor_id))
 
-    async def _try_lock(self, conn: Conn, executor_id: str) -> bool:
-        return bool(await conn.fetchval(self.sql.try_lock_executor, self.schema, executor_id))
-
-    async def _unlock(self, conn: Conn, executor_id: str) -> None:
-        await conn.execute(self.sql.unlock_executor, self.schema, executor_id)
+    async def _try_xact_lock(self, conn: Conn, executor_id: str) -> bool:
+        """Take ``executor_id``'s lock until the end of the current transaction (the statement's
+        own, outside one): a pooled connection never keeps it."""
+        sql = self.sql.try_xact_lock_executor
+        return bool(await conn.fetchval(sql, self.schema, executor_id))
 
     async def executor_alive(self, executor_id: str) -> bool:
         """Whether a live runtime holds ``executor_id``'s session lock."""
-
-        async def op(c: Conn) -> bool:
-            free = await self._try_lock(c, executor_id)
-            if free:
-                await self._unlock(c, executor_id)
-            return not free
-
-        return await self._run(op)
+        return not await self._run(lambda c: self._try_xact_lock(c, executor_id))
 
     async def heartbeat(self, executor_id: str, host: str, pid: int, app_version: str) -> bool:
         """Record that ``executor_id`` is alive now (the database server's clock); return
@@ -75,20 +69,18 @@ class ExecutorsPart(StoreBase):
         self, dead: str, executor_id: str, app_version: str, names: Sequence[str], now: float
     ) -> list[WorkflowRow] | None:
         """Move a gone executor's PENDING workflows (of these names and this version) to
-        ``executor_id``, holding the gone executor's session lock meanwhile so one survivor takes
-        each; None when that lock is held (the executor is alive after all)."""
+        ``executor_id``, in one transaction holding the gone executor's lock so one survivor
+        takes each; None when that lock is held (the executor is alive after all)."""
         sql = self.sql
 
         async def op(c: Conn) -> list[WorkflowRow] | None:
-            if not await self._try_lock(c, dead):
-                return None
-            try:
+            async with c.transaction():
+                if not await self._try_xact_lock(c, dead):
+                    return None
                 rows = await c.fetch(
                     sql.take_over, dead, executor_id, app_version, list(names), ms(now)
                 )
                 await c.execute(sql.delete_executor, dead)
-            finally:
-                await self._unlock(c, dead)
             return [workflow_row(r) for r in rows]
 
         return await self._run(op)

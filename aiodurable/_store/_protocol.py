@@ -28,6 +28,7 @@ from .._records import (
 from .._schedule import ScheduleRow
 from .._stream_records import StreamPage, StreamSummary
 from ._base import Conn
+from ._retention import RetentionKey
 
 __all__ = ["StoreProtocol"]
 
@@ -65,9 +66,8 @@ class StoreProtocol(Protocol):
         """Bring the schema up to date under an advisory lock; return its version."""
 
     async def set_owner(self, executor_id: str) -> None:
-        """Make every later connection write journal entries and final statuses as
-        ``executor_id``, fenced: a workflow another executor has taken over refuses them.
-        """
+        """Write journal entries and final statuses as ``executor_id`` from now on, fenced: a
+        workflow another executor has taken over refuses them."""
 
     async def notify(self, *key: str) -> None:
         """Send one notification with ``key`` on the store's channel, as the statements that
@@ -417,5 +417,12 @@ class StoreProtocol(Protocol):
         """When the next open burst is due to close, or None."""
 
     # -- retention (garbage collection's members go here)
+    async def retention_bound(self, before: float | None, keep: int | None) -> RetentionKey | None:
+        """The key below which finished workflows are collected; None: nothing is."""
+
+    async def collect_finished(
+        self, after: RetentionKey, bound: RetentionKey, limit: int
+    ) -> tuple[int, RetentionKey | None]:
+        """Delete a batch of finished workflows keyed between the two; count and last key."""
 
     # -- queue partitions (the partitioned queues' members go here)

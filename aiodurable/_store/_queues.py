@@ -1,4 +1,5 @@
-"""Queues: enqueue, deduplicate, and start queued workflows within a queue's limits."""
+"""Queues: enqueue, deduplicate, and start queued workflows within a queue's limits (of each
+partition, for a partitioned queue: :mod:`aiodurable._partitions`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from .._exceptions import DuplicateWorkflowError
+from .._partitions import PartitionLoad, most_per_partition, share
 from .._records import Dequeued, DequeueRequest, NewWorkflow, check_new_workflow
 from ._base import Conn, StoreBase
 from ._rows import enqueue_args, first_claims, ms, workflow_row
@@ -71,6 +73,8 @@ class QueuesPart(StoreBase):
 
         One transaction under a per-queue advisory lock, so the global concurrency and the rate
         limit hold across every process sharing the database."""
+        if request.partitioned:
+            return await self._dequeue_partitions(request)
         q, sql = request, self.sql
 
         async def op(c: Conn) -> Dequeued:
@@ -107,6 +111,55 @@ class QueuesPart(StoreBase):
                 # when it opens again (no other event would: nothing is enqueued or finishes).
                 recent = [ms(q.now)] * len(rows) + recent
                 return Dequeued([workflow_row(r) for r in rows], _window_opens(q, recent))
+
+        return await self._run(op)
+
+    async def _dequeue_partitions(self, q: DequeueRequest) -> Dequeued:
+        """:meth:`dequeue` for a partitioned queue: the limits hold for each partition key, and
+        the pass is shared fairly between the partitions (:func:`aiodurable._partitions.share`).
+        Under the same per-queue lock, so the per-partition limits hold across processes too."""
+        sql = self.sql
+        limit = 0 if q.rate_limit is None else q.rate_limit[0]
+        since = ms(q.now - (0 if q.rate_limit is None else q.rate_limit[1]))
+
+        async def op(c: Conn) -> Dequeued:
+            async with c.transaction():
+                await c.execute(sql.queue_lock, self.schema, "queue:" + q.queue_name)
+                found = await c.fetch(
+                    sql.partition_loads,
+                    q.queue_name,
+                    q.executor_id,
+                    q.app_version,
+                    list(q.names),
+                    most_per_partition(q),
+                    since,
+                    limit,
+                )
+                loads = [
+                    PartitionLoad(
+                        key=r["partition_key"],
+                        head=(r["priority"], r["created_at"]),
+                        running=r["everywhere"],
+                        here=r["here"],
+                        recent=tuple(r["recent"]),
+                        waiting=r["waiting"],
+                    )
+                    for r in found
+                ]
+                plan = share(q, loads, ms(q.now))
+                if not plan.takes:
+                    return Dequeued([], plan.retry_at)
+                rows = await c.fetch(
+                    sql.dequeue_partitions,
+                    q.queue_name,
+                    q.executor_id,
+                    q.app_version,
+                    ms(q.now),
+                    list(q.names),
+                    list(plan.takes),
+                    list(plan.takes.values()),
+                )
+                return Dequeued([workflow_row(r) for r in rows], plan.retry_at)
 
         return await self._run(op)
 

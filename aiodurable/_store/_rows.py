@@ -68,6 +68,7 @@ def enqueue_args(w: NewWorkflow) -> tuple[object, ...]:
         w.queue_name,
         w.priority,
         w.deduplication_id,
+        w.partition_key,
     )
 
 
@@ -117,6 +118,7 @@ def workflow_row(r: asyncpg.Record) -> WorkflowRow:
         deadline_at=None if deadline is None else deadline / 1000,
         priority=r["priority"],
         deduplication_id=r["deduplication_id"],
+        partition_key=r.get("partition_key"),
     )
 
 

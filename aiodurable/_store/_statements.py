@@ -7,21 +7,24 @@ statement and pass its arguments (``$1``, ``$2``...).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .._records import WorkflowQuery
 from ._texts import (
+    OWNER,
     channel_for,
     connection_texts,
     console_texts,
     executor_texts,
     journal_texts,
     list_workflows,
-    queue_texts,
+    owner_literal,
     workflow_texts,
 )
 from ._texts_debounce import debounce_texts
 from ._texts_messaging import messaging_texts
+from ._texts_queues import queue_texts
+from ._texts_retention import retention_texts
 from ._texts_schedules import schedule_texts
 from ._texts_streams import stream_texts
 
@@ -35,7 +38,7 @@ class Statements:
     schema: str
     channel: str
     # -- connections and migrations
-    set_owner: str
+    server_identity: str
     reserved_word: str
     migration_lock: str
     create_schema: str
@@ -58,7 +61,6 @@ class Statements:
     other_version_counts: str
     last_function_id: str
     resume: str
-    unfence_transaction: str
     fork_insert: str
     fork_copy_steps: str
     fork_copy_history: str
@@ -101,6 +103,8 @@ class Statements:
     queue_window: str
     dequeue_by_priority: str
     dequeue_by_age: str
+    partition_loads: str
+    dequeue_partitions: str
     queue_positions: str
     # -- executors
     heartbeat: str
@@ -110,7 +114,7 @@ class Statements:
     delete_executor: str
     release_executor: str
     try_lock_executor: str
-    unlock_executor: str
+    try_xact_lock_executor: str
     # -- the console's reads
     events: str
     messages: str
@@ -132,13 +136,17 @@ class Statements:
     debounce_discard: str
     debounce_close: str
     debounce_next: str
+    # -- retention
+    retention_nth: str
+    collect_finished: str
 
     @classmethod
-    def for_schema(cls, schema: str) -> Statements:
-        """Every statement against ``schema`` (a checked plain identifier)."""
+    def for_schema(cls, schema: str, *, owner: str | None = None) -> Statements:
+        """Every statement against ``schema`` (a checked plain identifier), the fenced ones
+        written for executor ``owner`` (its ID in them as a literal), or unfenced (None)."""
         s = schema
         ch = channel_for(s)
-        return cls(
+        texts = cls(
             schema=s,
             channel=ch,
             **connection_texts(s),
@@ -151,7 +159,10 @@ class Statements:
             **console_texts(s),
             **schedule_texts(s, ch),
             **debounce_texts(s, ch),
+            **retention_texts(s),
         )
+        literal = owner_literal(owner)
+        return cls(*(getattr(texts, f.name).replace(OWNER, literal) for f in fields(cls)))
 
     def list_workflows(self, query: WorkflowQuery) -> tuple[str, list[object]]:
         """The statement that lists the workflows matching ``query``, and its arguments."""

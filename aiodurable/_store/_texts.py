@@ -19,6 +19,7 @@ from .._signals import Signal
 from ._rows import ms
 
 __all__ = [
+    "OWNER",
     "STEP_COLUMNS",
     "WF_COLUMNS",
     "channel_for",
@@ -27,14 +28,14 @@ __all__ = [
     "executor_texts",
     "journal_texts",
     "list_workflows",
-    "queue_texts",
+    "owner_literal",
     "workflow_texts",
 ]
 
 WF_COLUMNS = (
     "workflow_id, status, name, format, inputs, output, error, created_at, updated_at, "
     "app_version, executor_id, recovery_attempts, queue_name, parent_workflow_id, deadline_at,"
-    " priority, deduplication_id"
+    " priority, deduplication_id, partition_key"
 )
 STEP_COLUMNS = (
     "function_id, name, format, output, error, child_workflow_id, started_at, completed_at"
@@ -43,12 +44,23 @@ STEP_COLUMNS = (
 _DB_NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 _SERVER_START_MS = "(extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint"
 
-# Fencing: a runtime's connections carry its executor ID in the session setting aiodurable.owner
-# (see Store.set_owner); a journal entry or final status is written only for a workflow that
-# executor still owns, in the same statement as the write. Without the setting (tools, the
-# command line, a separate application database) nothing is fenced.
-_OWNER = "coalesce(nullif(current_setting('aiodurable.owner', true), ''), {col})"
-_OWNED_HERE = f"executor_id = {_OWNER.format(col='executor_id')}"
+# Fencing: the statements of a runtime's store carry its executor ID as a string literal in
+# place of OWNER (see Statements.for_schema and Store.set_owner); a journal entry or final status
+# is written only for a workflow that executor still owns, in the same statement as the write.
+# Without an owner (tools, the command line, a separate application database) OWNER stands for
+# '' and nothing is fenced. No session setting is involved, so the statements mean the same on
+# any connection, behind a transaction pooler (PgBouncer) too.
+OWNER = "{owner}"
+_OWNED_HERE = f"executor_id = coalesce(nullif({OWNER}, ''), executor_id)"
+
+
+def owner_literal(owner: str | None) -> str:
+    """SQL: the string literal that stands for :data:`OWNER` in the statements of executor
+    ``owner`` (``''`` for None: unfenced), quoted whatever it holds."""
+    text = owner or ""
+    quoted = "'" + text.replace("'", "''") + "'"
+    # An escape string reads the same whatever standard_conforming_strings says.
+    return "E" + quoted.replace("\\", "\\\\") if "\\" in text else quoted
 
 
 def channel_for(schema: str) -> str:
@@ -57,12 +69,12 @@ def channel_for(schema: str) -> str:
 
 
 def _owned(schema: str, workflow_id: str) -> str:
-    """SQL: whether this connection's executor owns the workflow ``workflow_id`` (an SQL
-    expression) now; always true on a connection without an owner (a separate application
-    database has no workflow rows to check)."""
+    """SQL: whether the statements' executor (:data:`OWNER`) owns the workflow ``workflow_id``
+    (an SQL expression) now; always true in statements without an owner (a separate
+    application database has no workflow rows to check)."""
     # A correlated scalar subquery: one index probe per row, never a join over the table.
     return (
-        "coalesce(current_setting('aiodurable.owner', true), '') IN ('', (SELECT f.executor_id"
+        f"{OWNER} IN ('', (SELECT f.executor_id"
         f" FROM {schema}.workflows f WHERE f.workflow_id = {workflow_id}))"
     )
 
@@ -128,9 +140,10 @@ def list_workflows(schema: str, query: WorkflowQuery) -> tuple[str, list[object]
 
 
 def connection_texts(s: str) -> dict[str, str]:
-    """Setting a connection's owner, migrating the schema, and a plain notification."""
+    """Migrating the schema, a plain notification, and which server and database a connection
+    reaches."""
     return {
-        "set_owner": "SELECT set_config('aiodurable.owner', $1, false)",
+        "server_identity": "SELECT current_database(), pg_postmaster_start_time()",
         "reserved_word": "SELECT catcode IN ('R', 'T') FROM pg_get_keywords() WHERE word = $1",
         "migration_lock": "SELECT pg_advisory_xact_lock($1)",
         "create_schema": f"CREATE SCHEMA IF NOT EXISTS {s}",
@@ -148,13 +161,14 @@ def workflow_texts(s: str, ch: str) -> dict[str, str]:
     notify = _notify(ch, Signal.WORKFLOW, "workflow_id", "status")
     notify_queue = _notify(ch, Signal.QUEUE, "queue_name")
     return {
-        # A start is announced too, so consoles and tools see workflows appear at once.
+        # A start is announced too, so consoles and tools see workflows appear at once; one
+        # left to no executor (a Client's start) is announced as claimable, as a resume is.
         "insert_workflow": (
             f"WITH ins AS (INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs,"
             " created_at, updated_at, app_version, executor_id, parent_workflow_id, deadline_at,"
             " queue_name) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11)"
-            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, status)"
-            f" SELECT true, {notify} FROM ins"
+            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, status, executor_id)"
+            f" SELECT true, {_notify_status(ch, 'ins')} FROM ins"
         ),
         "insert_workflows": (
             f"WITH ins AS (INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs,"
@@ -163,8 +177,8 @@ def workflow_texts(s: str, ch: str) -> dict[str, str]:
             " $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[], $7::text[],"
             " $8::text[], $9::text[], $10::bigint[], $11::text[])"
             " AS t(i, st, n, f, inp, c, v, e, p, d, q)"
-            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, status)"
-            f" SELECT workflow_id, {notify} FROM ins"
+            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, status, executor_id)"
+            f" SELECT workflow_id, {_notify_status(ch, 'ins')} FROM ins"
         ),
         "get_workflow": f"SELECT {WF_COLUMNS} FROM {s}.workflows WHERE workflow_id = $1",
         # A queued workflow's end frees a slot of its queue: say so too.
@@ -240,7 +254,6 @@ def workflow_texts(s: str, ch: str) -> dict[str, str]:
             " ('CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'ENQUEUED')"
             f" RETURNING {WF_COLUMNS}) SELECT r.*, {_notify_status(ch, 'r')} FROM r"
         ),
-        "unfence_transaction": "SET LOCAL aiodurable.owner TO ''",
         "fork_insert": (
             f"INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs, created_at,"
             " updated_at, app_version, executor_id, parent_workflow_id, deadline_at, queue_name)"
@@ -288,7 +301,7 @@ def journal_texts(s: str) -> dict[str, str]:
         "record_step_fenced": (
             f"INSERT INTO {s}.steps (workflow_id, {STEP_COLUMNS}) SELECT f.workflow_id, $2,"
             f" $3, $4, $5, $6, $7, $8, $9 FROM {s}.workflows f WHERE f.workflow_id = $1"
-            " AND f.executor_id = current_setting('aiodurable.owner')"
+            f" AND f.executor_id = {OWNER}"
             " ON CONFLICT (workflow_id, function_id) DO NOTHING RETURNING true"
         ),
         "record_steps": (
@@ -304,61 +317,6 @@ def journal_texts(s: str) -> dict[str, str]:
         "get_steps": (
             f"SELECT workflow_id, {STEP_COLUMNS} FROM {s}.steps WHERE (workflow_id, function_id)"
             " IN (SELECT * FROM unnest($1::text[], $2::integer[]))"
-        ),
-    }
-
-
-def queue_texts(s: str, ch: str) -> dict[str, str]:
-    """Enqueueing, deduplication, and the dispatch that starts queued workflows."""
-    queued = (
-        f"INSERT INTO {s}.workflows (workflow_id, status, name, format, inputs, created_at,"
-        " updated_at, app_version, executor_id, parent_workflow_id, deadline_at, queue_name,"
-        " priority, deduplication_id)"
-    )
-    notify_queue = _notify(ch, Signal.QUEUE, "queue_name")
-
-    def dequeue(order: str) -> str:
-        return (
-            f"UPDATE {s}.workflows SET status = 'PENDING', executor_id = $2,"
-            " app_version = $3, started_at = $4, updated_at = $4"
-            f" WHERE workflow_id IN (SELECT workflow_id FROM {s}.workflows"
-            " WHERE queue_name = $1 AND status = 'ENQUEUED' AND name = ANY($5)"
-            f" AND app_version IN ('', $3) ORDER BY {order} LIMIT $6"
-            f" FOR UPDATE SKIP LOCKED) RETURNING {WF_COLUMNS}"
-        )
-
-    return {
-        "enqueue": (
-            f"WITH ins AS ({queued} VALUES ($1, 'ENQUEUED', $2, $3, $4, $5, $5, $6, '', $7, $8,"
-            " $9, $10, $11) ON CONFLICT (workflow_id) DO NOTHING RETURNING queue_name)"
-            f" SELECT {notify_queue} FROM ins"
-        ),
-        "enqueue_many": (
-            f"WITH ins AS ({queued} SELECT i, 'ENQUEUED', n, f, inp, c, c, v, '', p, d, q, pr, dd"
-            " FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[],"
-            " $6::text[], $7::text[], $8::bigint[], $9::text[], $10::integer[], $11::text[])"
-            " AS t(i, n, f, inp, c, v, p, d, q, pr, dd)"
-            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id, queue_name)"
-            f" SELECT workflow_id, {notify_queue} FROM ins"
-        ),
-        "deduplicated": (
-            f"SELECT workflow_id FROM {s}.workflows WHERE queue_name = $1"
-            " AND deduplication_id = $2 AND status IN ('ENQUEUED', 'PENDING')"
-        ),
-        "queue_lock": "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
-        "queue_running": (
-            "SELECT count(*) AS everywhere, count(*) FILTER (WHERE executor_id = $2)"
-            f" AS here FROM {s}.workflows WHERE queue_name = $1 AND status = 'PENDING'"
-        ),
-        "queue_window": (
-            f"SELECT started_at FROM {s}.workflows WHERE queue_name = $1"
-            " AND started_at > $2 ORDER BY started_at DESC LIMIT $3"
-        ),
-        "dequeue_by_priority": dequeue("priority, created_at"),
-        "dequeue_by_age": dequeue("created_at"),
-        "queue_positions": (
-            f"SELECT workflow_id FROM {s}.workflows WHERE queue_name = $1"
-            " AND status = 'ENQUEUED' ORDER BY priority, created_at"
         ),
     }
 
@@ -396,7 +354,9 @@ def executor_texts(s: str, ch: str) -> dict[str, str]:
         # An executor ID's session lock, keyed by (schema, executor ID): held by the live
         # runtime of that ID on its LISTEN connection for as long as that connection lives.
         "try_lock_executor": "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))",
-        "unlock_executor": "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))",
+        # The same lock for a transaction only (probing it, or a takeover): never left held by
+        # a pooled connection, which a transaction pooler may hand to another client next.
+        "try_xact_lock_executor": "SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2))",
     }
 
 

@@ -3,7 +3,8 @@
 The part of :class:`~aiodurable.testing._memory_store.MemoryStore` that decides which runtime
 runs what: heartbeats, the takeover of a silent executor's workflows, unassigned work claimed by
 any live runtime, and the queues with their concurrency, per-executor concurrency, priority and
-rate limit, each as the statement of :class:`aiodurable._store.Store` of the same name.
+rate limit (of each partition, for a partitioned queue), each as the statement of
+:class:`aiodurable._store.Store` of the same name.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from .._exceptions import DuplicateWorkflowError
+from .._partitions import PartitionLoad, most_per_partition, share
 from .._records import Dequeued, DequeueRequest, NewWorkflow, WorkflowRow, check_new_workflow
 from .._signals import Signal
 from ._memory_state import Executor, MemoryState, StoredWorkflow, ms
@@ -155,6 +157,8 @@ class MemoryDispatch:
     async def dequeue(self, request: DequeueRequest) -> Dequeued:
         """Start as many ENQUEUED workflows of a queue as its limits allow, for the request's
         executor: global and per-executor concurrency, then the rate limit, in dispatch order."""
+        if request.partitioned:
+            return self._dequeue_partitions(request)
         q = request
         queue = list(self.state.select(queue_name=q.queue_name))
         running = [wf for wf in queue if wf.status == "PENDING"]
@@ -188,6 +192,58 @@ class MemoryDispatch:
             rows.append(wf.row())
         recent = [ms(q.now)] * len(rows) + recent
         return Dequeued(rows, _rate_window_opens(q.rate_limit, recent))
+
+    def _dequeue_partitions(self, q: DequeueRequest) -> Dequeued:
+        """:meth:`dequeue` for a partitioned queue: the limits hold for each partition key, and
+        the pass is shared between the partitions by :func:`aiodurable._partitions.share`."""
+        queue = [wf for wf in self.state.select(queue_name=q.queue_name) if wf.partition_key]
+        since = ms(q.now - (0 if q.rate_limit is None else q.rate_limit[1]))
+        limit = 0 if q.rate_limit is None else q.rate_limit[0]
+        cap = most_per_partition(q)
+
+        def order(wf: StoredWorkflow) -> tuple[int, int]:
+            # Without priority_enabled every priority is 0: this is the workflows' age.
+            return (wf.priority, wf.created_at)
+
+        parts: dict[str, list[StoredWorkflow]] = {}
+        for wf in queue:
+            parts.setdefault(wf.partition_key or "", []).append(wf)
+        loads: list[PartitionLoad] = []
+        runnable: dict[str, list[StoredWorkflow]] = {}
+        for key, part in parts.items():
+            queued = [wf for wf in part if wf.status == "ENQUEUED"]
+            if not queued:
+                continue
+            running = [wf for wf in part if wf.status == "PENDING"]
+            starts = (wf.started_at for wf in part if wf.started_at is not None)
+            recent = sorted((at for at in starts if at > since), reverse=True)[:limit]
+            runnable[key] = sorted(
+                (
+                    wf
+                    for wf in queued
+                    if wf.name in q.names and wf.app_version in ("", q.app_version)
+                ),
+                key=order,
+            )
+            head = min(queued, key=order)
+            loads.append(
+                PartitionLoad(
+                    key=key,
+                    head=(head.priority, head.created_at),
+                    running=len(running),
+                    here=sum(1 for wf in running if wf.executor_id == q.executor_id),
+                    recent=tuple(recent),
+                    waiting=min(cap, len(runnable[key])),
+                )
+            )
+        plan = share(q, loads, ms(q.now))
+        rows = []
+        for key, take in plan.takes.items():
+            for wf in runnable[key][:take]:
+                wf.status, wf.executor_id, wf.app_version = "PENDING", q.executor_id, q.app_version
+                wf.started_at = wf.updated_at = ms(q.now)
+                rows.append(wf.row())
+        return Dequeued(rows, plan.retry_at)
 
     async def queue_positions(self, queue_name: str) -> dict[str, int]:
         """The position (1 = next) of each ENQUEUED workflow of a queue, in dispatch order."""

@@ -63,11 +63,12 @@ class StoredWorkflow:
     error: bytes | None = None
     recovery_attempts: int = 0
     started_at: int | None = None
+    partition_key: str | None = None
 
     @classmethod
     def new(cls, w: NewWorkflow, *, status: str, executor_id: str, queued: bool) -> StoredWorkflow:
-        """The row ``w`` makes; ``queued`` keeps its priority and deduplication ID (only an
-        enqueue writes them)."""
+        """The row ``w`` makes; ``queued`` keeps its priority, deduplication ID and partition
+        key (only an enqueue writes them)."""
         return cls(
             workflow_id=w.workflow_id,
             status=status,
@@ -83,6 +84,7 @@ class StoredWorkflow:
             queue_name=w.queue_name,
             priority=w.priority if queued else 0,
             deduplication_id=w.deduplication_id if queued else None,
+            partition_key=w.partition_key if queued else None,
         )
 
     def row(self, *, inputs: bool = True, output: bool = True) -> WorkflowRow:
@@ -105,6 +107,7 @@ class StoredWorkflow:
             deadline_at=None if self.deadline_at is None else self.deadline_at / 1000,
             priority=self.priority,
             deduplication_id=self.deduplication_id,
+            partition_key=self.partition_key,
         )
 
     def matches(self, q: WorkflowQuery) -> bool:

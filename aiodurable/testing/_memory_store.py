@@ -108,6 +108,8 @@ class MemoryStore(MemoryStreams, MemorySchedules, MemoryDebounce, MemoryRetentio
         wf = StoredWorkflow.new(w, status=w.status, executor_id=w.executor_id, queued=False)
         self.state.workflows[w.workflow_id] = wf
         self.state.notify(Signal.WORKFLOW, wf.workflow_id, wf.status)
+        if wf.executor_id == "":  # a Client's start: any runtime with the code may claim it
+            self.state.notify(Signal.CLAIMABLE, wf.workflow_id)
         return True
 
     async def get_workflow(self, workflow_id: str) -> WorkflowRow | None:
