@@ -13,7 +13,6 @@ and runs the runtime's own code paths for messages, events, streams and listings
 from __future__ import annotations
 
 import math
-import uuid
 import warnings
 from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
@@ -26,6 +25,7 @@ from ._client_handle import ClientHandle
 from ._clock import Clock, SystemClock
 from ._comm import get_event_on, send_on
 from ._exceptions import DuplicateWorkflowError
+from ._ids import new_workflow_id
 from ._manage import WorkflowFilter
 from ._models import StepInfo, WorkflowInfo
 from ._options import from_environment
@@ -254,7 +254,7 @@ class Client:
         """The row of a workflow this client records: no executor, no application version, and
         the inputs in a runtime's shape (``{"args": [...], "kwargs": {}}``)."""
         check_id("workflow name", name)
-        wid = str(uuid.uuid4()) if workflow_id is None else check_id("workflow ID", workflow_id)
+        wid = new_workflow_id() if workflow_id is None else check_id("workflow ID", workflow_id)
         inputs = self._core.encode(
             {"args": list(args), "kwargs": {}}, what=f"the inputs of workflow {name!r}"
         )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -24,6 +23,7 @@ from ._context import WorkflowContext, current_workflow, in_step
 from ._current import current_engine
 from ._exceptions import NonDeterminismError
 from ._handle import WorkflowHandle
+from ._ids import new_workflow_id
 from ._journal import JournalCall
 from ._records import StepRow
 from ._validate import check_id, check_timeout
@@ -101,7 +101,7 @@ class Debouncer(Generic[P, R]):
         inputs = engine.codec.encode_inputs(self._wdef, args, kwargs)
         ctx = current_workflow()
         if ctx is None or in_step() or ctx.engine is not engine:
-            return self._join(engine, key, inputs, str(uuid.uuid4()))
+            return self._join(engine, key, inputs, new_workflow_id())
         return self._join_durably(ctx, ctx.next_function_id(), key, inputs)
 
     async def _join(

@@ -10,13 +10,13 @@ matching application version takes it at once (it is told by a notification).
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from ._exceptions import DurableError, WorkflowNotResumable
 from ._handle import WorkflowHandle
+from ._ids import new_workflow_id as make_workflow_id
 from ._models import StepInfo, WorkflowInfo, WorkflowStatus
 from ._records import NewWorkflow, WorkflowQuery, storable
 from ._validate import check_epoch
@@ -243,7 +243,7 @@ async def fork_workflow(
             f" ID is {last}; use at most {last + 1}"
         )
     new_id = (
-        str(uuid.uuid4()) if new_workflow_id is None else check_id("workflow ID", new_workflow_id)
+        make_workflow_id() if new_workflow_id is None else check_id("workflow ID", new_workflow_id)
     )
     wdef = lookup(row.name)
     version = app_version or (engine.app_version if wdef is not None else "")

@@ -12,7 +12,6 @@ runs as a one-step workflow (:func:`._workflow.queueable`).
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
@@ -26,6 +25,7 @@ from ._context import (
 from ._current import current_engine
 from ._exceptions import DuplicateWorkflowError
 from ._handle import WorkflowHandle
+from ._ids import new_workflow_id
 from ._options import take_shorthand
 from ._records import AUTO_KEY_PREFIX, DEBOUNCE_QUEUE, NewWorkflow
 from ._serde import return_hint
@@ -263,7 +263,7 @@ class EnqueueOptions:
         workflow_id: str | None,
         parent_id: str | None,
     ) -> WorkflowHandle[Any]:
-        wid = workflow_id or str(uuid.uuid4())
+        wid = workflow_id or new_workflow_id()
         inputs = engine.codec.encode_inputs(wdef, args, kwargs)
         timeout = workflow_timeout()
         now = engine.clock.now()

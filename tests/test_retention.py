@@ -6,6 +6,7 @@ keeps, children, the periodic collection and bad arguments: test_retention_memor
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -69,14 +70,15 @@ async def steps(n: int) -> int:
 
 @aiodurable.workflow(name="gc-pg-parked")
 async def parked() -> object:
-    return await aiodurable.recv("go", timeout=600)
+    # No deadline, so no row of its own appears while the test compares the kept rows.
+    return await aiodurable.recv("go", timeout=math.inf)
 
 
 @aiodurable.workflow(name="gc-pg-parent")
 async def parent() -> str:
     child = await aiodurable.start_workflow(steps, 1)
     await aiodurable.set_event("child", child.workflow_id)
-    await aiodurable.recv("go", timeout=600)
+    await aiodurable.recv("go", timeout=math.inf)  # (no wait row: see parked)
     return f"child made {await child.get_result()}"
 
 

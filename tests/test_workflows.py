@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from aiodurable import (
     step,
     workflow,
 )
+from aiodurable._ids import new_workflow_id
 from aiodurable.testing import hooks
 
 from .conftest import RuntimeFactory
@@ -183,7 +185,18 @@ async def test_direct_call_runs_durably_under_a_new_uuid(runtime: RuntimeFactory
                 for r in await conn.fetch(f"SELECT workflow_id FROM {rt.schema}.workflows")
             ]
         assert len(ids) == 1
-        uuid.UUID(ids[0])
+        assert uuid.UUID(ids[0]).version == 7  # time-ordered: new rows land together
+
+
+async def test_new_workflow_ids_are_ordered_by_the_millisecond_they_were_made() -> None:
+    made = []
+    for _ in range(3):
+        made.append(new_workflow_id())
+        started = time.time()
+        while time.time() - started < 0.002:  # the next millisecond (a busy wait of 2 ms)
+            pass
+    assert made == sorted(made) and len(set(made)) == 3
+    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in made)
 
 
 async def test_workflow_id_is_an_idempotency_key(runtime: RuntimeFactory) -> None:

@@ -8,7 +8,6 @@ it, so that a recovered parent re-attaches to the same child rather than startin
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from .._context import (
 )
 from .._exceptions import DuplicateWorkflowError, NonDeterminismError
 from .._handle import WorkflowHandle
+from .._ids import new_workflow_id
 from .._journal import JournalCall
 from .._options import StartSettings, take_shorthand
 from .._records import NewWorkflow, StepRow, WorkflowRow
@@ -85,7 +85,7 @@ class Starter:
         engine = self._engine
         engine.check_open()
         executor = engine.executor
-        wid = str(uuid.uuid4()) if workflow_id is None else check_id("workflow ID", workflow_id)
+        wid = new_workflow_id() if workflow_id is None else check_id("workflow ID", workflow_id)
         if wid in executor.running:
             return executor.handle(wid, wdef.name)
         inputs = engine.codec.encode_inputs(wdef, args, kwargs)

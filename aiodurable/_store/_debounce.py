@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-
+from .._ids import new_workflow_id
 from ._base import Conn, StoreBase
 from ._rows import ms
 
@@ -42,7 +41,7 @@ class DebouncePart(StoreBase):
                     return str(row["workflow_id"])
                 # Its workflow is not waiting (cancelled, or the ID was taken): start afresh.
                 await c.execute(sql.debounce_discard, name, key, row["workflow_id"])
-                candidate = str(uuid.uuid4())
+                candidate = new_workflow_id()
 
         return await self._run(op)
 
