@@ -293,20 +293,20 @@ class Client:
         """Send a JSON ``message`` to a workflow, as :func:`aiodurable.send` does from outside a
         workflow: never lost once this returns; an ``idempotency_key`` makes repeated sends
         with that key deliver once. :class:`WorkflowNotFound` for an unknown destination."""
-        engine = self._core.as_engine()
+        engine = self._core.reach()
         await send_on(engine, destination_id, message, topic, idempotency_key=idempotency_key)
 
     async def get_event(self, workflow_id: str, key: str, timeout: float = 60.0) -> Any:
         """Wait until workflow ``workflow_id`` has published ``key``; return its latest value as
         plain JSON, or ``None`` after ``timeout`` seconds (``float("inf")``: never)."""
-        return await get_event_on(self._core.as_engine(), workflow_id, key, timeout)
+        return await get_event_on(self._core.reach(), workflow_id, key, timeout)
 
     def read_stream(self, workflow_id: str, key: str) -> AsyncGenerator[Any, None]:
         """Every value workflow ``workflow_id`` writes to its stream ``key``, in order, as plain
         JSON: ``async for value in client.read_stream(workflow_id, key)``; see
         :func:`aiodurable.read_stream` (it ends when the stream is closed or the workflow
         ends; :class:`WorkflowNotFound` for an unknown workflow)."""
-        return read_stream_on(self._core.as_engine(), workflow_id, key)
+        return read_stream_on(self._core.reach(), workflow_id, key)
 
     # -- waiting and managing ----------------------------------------------------------------
 
@@ -318,11 +318,11 @@ class Client:
     async def list_workflows(self, **filters: Unpack[WorkflowFilter]) -> list[WorkflowInfo]:
         """Workflows matching every filter given, oldest first; see
         :func:`aiodurable.list_workflows` for the filters. Inputs and outputs are plain JSON."""
-        return await _manage.list_workflows(self._core.as_engine(), **filters)
+        return await _manage.list_workflows(self._core.reach(), **filters)
 
     async def list_steps(self, workflow_id: str) -> list[StepInfo]:
         """A workflow's journal in function-ID order; :class:`WorkflowNotFound` if unknown."""
-        return await _manage.list_steps(self._core.as_engine(), workflow_id)
+        return await _manage.list_steps(self._core.reach(), workflow_id)
 
     async def cancel_workflow(self, workflow_id: str) -> None:
         """Cancel a PENDING or ENQUEUED workflow: the runtime running it stops it at its next

@@ -9,13 +9,13 @@ it decodes every value as plain JSON, without annotations.
 Outside a workflow, the runtime's ``send``, ``get_event``, ``read_stream`` and listings touch
 only a handful of the engine's members: ``store``, ``notifier``, ``clock``, ``codec``,
 ``serializer``, ``encode`` and ``serializer_for``. The core has exactly those, so the client runs
-the same code paths (:func:`aiodurable._comm.send_on` and the like) through :meth:`as_engine`.
+the same code paths (:func:`aiodurable._comm.send_on` and the like) through :meth:`reach`.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from ._backend import Backend, BackendConfig, Connected
 from ._clock import Clock
@@ -30,7 +30,7 @@ from ._signals import Signal
 from ._store import StoreProtocol
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ._reach import Reach
 
 __all__ = ["ClientCodec", "ClientCore", "ClientState"]
 
@@ -148,14 +148,13 @@ class ClientCore:
         """The serializer of a recorded format: JSON only (see :class:`ClientCodec`)."""
         return self.codec.serializer_for(fmt)
 
-    def as_engine(self) -> Engine:
-        """This core, open, where the engine's code paths for callers outside a workflow take an
-        engine: ``send_on``, ``get_event_on``, ``read_stream_on`` and the listings of
-        :mod:`aiodurable._manage`. They use only the members above, a fit mypy cannot see
-        (their parameters name the Engine class); ``tests/test_client.py`` runs each of them
-        through a client. :class:`NoRuntimeError` unless the client is open."""
+    def reach(self) -> Reach:
+        """This core, open, for the operations a runtime and a client share (``send_on``,
+        ``get_event_on``, ``read_stream_on`` and the listings of :mod:`aiodurable._manage`, which
+        take a :class:`~aiodurable._reach.Reach`). :class:`NoRuntimeError` unless the client is
+        open."""
         self._parts()
-        return cast("Engine", self)
+        return self
 
     # -- results -----------------------------------------------------------------------------
 

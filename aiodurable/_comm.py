@@ -29,6 +29,7 @@ from ._validate import check_id, check_timeout
 
 if TYPE_CHECKING:
     from ._engine import Engine
+    from ._reach import Reach
 
 __all__ = ["get_event", "get_event_on", "recv", "send", "send_on", "set_event", "sleep"]
 
@@ -119,7 +120,7 @@ def send(
 
 
 def send_on(
-    rt: Engine,
+    rt: Reach,
     destination_id: str,
     message: object,
     topic: str | None = None,
@@ -143,7 +144,7 @@ def send_on(
 
 
 async def _send(
-    rt: Engine,
+    rt: Reach,
     ctx: WorkflowContext | None,
     function_id: int | None,
     destination_id: str,
@@ -157,7 +158,17 @@ async def _send(
         await rt.store.send(destination_id, topic, fmt, data, now, idempotency_key=idempotency_key)
         return
     await journaled(
-        ctx, function_id, SEND, _deliver, rt, ctx, function_id, destination_id, topic, fmt, data
+        ctx,
+        function_id,
+        SEND,
+        _deliver,
+        ctx.engine,
+        ctx,
+        function_id,
+        destination_id,
+        topic,
+        fmt,
+        data,
     )
 
 
@@ -249,7 +260,7 @@ def get_event(workflow_id: str, key: str, timeout: float = 60.0) -> Coroutine[An
 
 
 def get_event_on(
-    rt: Engine, workflow_id: str, key: str, timeout: float = 60.0
+    rt: Reach, workflow_id: str, key: str, timeout: float = 60.0
 ) -> Coroutine[Any, Any, Any]:
     """:func:`get_event` on a given runtime."""
     check_id("workflow ID", workflow_id)
@@ -262,7 +273,7 @@ def get_event_on(
 
 
 async def _get_event(
-    rt: Engine,
+    rt: Reach,
     ctx: WorkflowContext | None,
     function_id: int,
     workflow_id: str,
@@ -294,12 +305,12 @@ async def _get_event(
     fmt, data = found if found is not None else ("json", b"null")
     if call is not None and ctx is not None:
         row = StepRow(function_id, GET_EVENT, fmt, data, None, None, now, now)
-        recorded = await rt.checkpoint(ctx, row)
+        recorded = await ctx.engine.checkpoint(ctx, row)
         if recorded is not None:
             return call.result(recorded)
     return _decode_event(rt, workflow_id, key, fmt, data)
 
 
-def _decode_event(rt: Engine, workflow_id: str, key: str, fmt: str, data: bytes) -> Any:
+def _decode_event(rt: Reach, workflow_id: str, key: str, fmt: str, data: bytes) -> Any:
     what = f"the value of event {key!r} of workflow {workflow_id!r}"
     return decode(rt.serializer_for(fmt), data, None, what=what)

@@ -24,6 +24,7 @@ from ._workflow import check_id, lookup
 
 if TYPE_CHECKING:
     from ._engine import Engine
+    from ._reach import Reach
 
 __all__ = [
     "StatusFilter",
@@ -152,7 +153,7 @@ def _query(filters: WorkflowFilter) -> WorkflowQuery:
     )
 
 
-async def list_workflows(engine: Engine, **filters: Unpack[WorkflowFilter]) -> list[WorkflowInfo]:
+async def list_workflows(engine: Reach, **filters: Unpack[WorkflowFilter]) -> list[WorkflowInfo]:
     """Workflows matching every filter given (see :class:`WorkflowFilter`), oldest first.
 
     A filter that no workflow could match (text with NUL, a time or count beyond 64 bits)
@@ -163,7 +164,7 @@ async def list_workflows(engine: Engine, **filters: Unpack[WorkflowFilter]) -> l
     return [engine.codec.info(row, load_data=query.load_input or query.load_output) for row in rows]
 
 
-async def list_steps(engine: Engine, workflow_id: str) -> list[StepInfo]:
+async def list_steps(engine: Reach, workflow_id: str) -> list[StepInfo]:
     """The journal of a workflow in function-ID order; :class:`WorkflowNotFound` if unknown."""
     await engine.store.require_workflow(workflow_id)
     journal = await engine.store.load_journal(workflow_id)

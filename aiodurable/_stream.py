@@ -32,7 +32,7 @@ from ._signals import Signal
 from ._validate import check_id
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ._reach import Reach
 
 __all__ = ["close_stream", "read_stream", "read_stream_on", "write_stream"]
 
@@ -127,7 +127,7 @@ def read_stream(workflow_id: str, key: str) -> AsyncGenerator[Any, None]:
     return read_stream_on(current_engine(), workflow_id, key)
 
 
-def read_stream_on(rt: Engine, workflow_id: str, key: str) -> AsyncGenerator[Any, None]:
+def read_stream_on(rt: Reach, workflow_id: str, key: str) -> AsyncGenerator[Any, None]:
     """:func:`read_stream` on a given runtime."""
     check_id("workflow ID", workflow_id)
     check_id("stream key", key)
@@ -138,7 +138,7 @@ def read_stream_on(rt: Engine, workflow_id: str, key: str) -> AsyncGenerator[Any
 
 
 async def _read(
-    rt: Engine, ctx: WorkflowContext | None, workflow_id: str, key: str
+    rt: Reach, ctx: WorkflowContext | None, workflow_id: str, key: str
 ) -> AsyncGenerator[Any, None]:
     keys = [(Signal.STREAM.value, workflow_id, key), (Signal.WORKFLOW.value, workflow_id)]
     serializers = rt.serializer_for
