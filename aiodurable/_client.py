@@ -206,6 +206,7 @@ class Client:
         priority: int | None = None,
         deduplication_id: str | None = None,
         on_duplicate: OnDuplicate = "raise",
+        partition_key: str | None = None,
     ) -> ClientHandle[Any]:
         """Record the workflow registered as ``name`` as ENQUEUED on the queue ``queue_name``
         and return its handle: a runtime that declares the queue and registers the name starts
@@ -216,7 +217,12 @@ class Client:
         running on this queue, enqueueing another raises :class:`DuplicateWorkflowError`
         (``on_duplicate="raise"``) or returns the existing workflow's handle
         (``on_duplicate="return"``). A ``workflow_id`` already taken returns the handle of the
-        workflow recorded under it, as :meth:`start` does."""
+        workflow recorded under it, as :meth:`start` does.
+
+        ``partition_key``: the partition of a queue declared ``partitioned=True``, whose limits
+        apply per partition. The client does not have the queue's declaration to check against:
+        on a partitioned queue pass one (a workflow enqueued there without a key is never
+        dispatched), on any other queue pass none (one with a key is never dispatched either)."""
         queue = check_id("queue name", queue_name)
         if queue.startswith(AUTO_KEY_PREFIX):
             raise ValueError(
@@ -227,6 +233,8 @@ class Client:
             raise ValueError(f"on_duplicate must be 'raise' or 'return', not {on_duplicate!r}")
         if deduplication_id is not None:
             check_id("deduplication ID", deduplication_id)
+        if partition_key is not None:
+            check_id("partition key", partition_key)
         new = self._new(
             name,
             args,
@@ -235,6 +243,7 @@ class Client:
             queue_name=queue,
             priority=check_priority(0 if priority is None else priority),
             deduplication_id=deduplication_id,
+            partition_key=partition_key,
         )
         store = self._store()
         try:

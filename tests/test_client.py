@@ -80,6 +80,9 @@ async def test_a_client_without_the_code_drives_workflows_run_by_another_process
         queued = await c.enqueue("client-q", "client.greet", "queue")
         assert await queued.get_result() == "hello queue"
         assert (await queued.get_status()).queue_name == "client-q"
+        tenant = await c.enqueue("client-pq", "client.greet", "tenant", partition_key="t-1")
+        assert await tenant.get_result() == "hello tenant"
+        assert (await tenant.get_status()).partition_key == "t-1"
 
         chat = await c.start("client.waiter", "greeting")
         await c.send(chat.workflow_id, {"hi": [1, 2]}, "greeting")
@@ -117,6 +120,7 @@ async def test_a_client_without_the_code_drives_workflows_run_by_another_process
         assert [(w.inputs, w.output) for w in greets] == [
             ({"args": ["ada"], "kwargs": {}}, "hello ada"),
             ({"args": ["queue"], "kwargs": {}}, "hello queue"),
+            ({"args": ["tenant"], "kwargs": {}}, "hello tenant"),
         ]
         info = await orphan.get_status()
         assert (info.status, info.executor_id, info.app_version) == (WorkflowStatus.PENDING, "", "")

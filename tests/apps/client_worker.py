@@ -18,6 +18,7 @@ import aiodurable
 from aiodurable import Queue, Runtime, workflow
 
 QUEUE = Queue("client-q", concurrency=2)
+PARTITIONED = Queue("client-pq", concurrency=1, partitioned=True)
 
 
 @dataclass(frozen=True)
