@@ -49,6 +49,8 @@ class ClientCodec(Codec):
 
     __slots__ = ()
 
+    OWNER = "Client"
+
     def __init__(self, max_value_size: int) -> None:
         super().__init__(JsonSerializer(), max_value_size)
 

@@ -205,6 +205,9 @@ async def test_bad_arguments_and_a_client_that_is_not_open(
     is used only while open, and opens once."""
     with pytest.raises(ValueError, match="pool_size"):
         Client(backend=backend, pool_size=0)
+    async with Client(backend=backend, clock=clock, max_value_size=64) as small:
+        with pytest.raises(SerializationError, match=r"client's max_value_size of 64.*Client\("):
+            await small.start("client_test.echo", "x" * 100)
     client = Client(backend=backend, clock=clock)
     with pytest.raises(NoRuntimeError, match="unopened"):
         await client.start("client_test.echo")

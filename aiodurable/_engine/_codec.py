@@ -39,6 +39,9 @@ class Codec:
 
     __slots__ = ("_serializers", "max_value_size", "serializer")
 
+    OWNER = "Runtime"
+    """Whose ``max_value_size`` bounds the values: named in the error that says how to raise it."""
+
     def __init__(self, serializer: Serializer, max_value_size: int) -> None:
         self.serializer: Serializer = serializer
         self.max_value_size: int = max_value_size
@@ -63,9 +66,9 @@ class Codec:
     def _bounded(self, data: bytes, what: str) -> bytes:
         if len(data) > self.max_value_size:
             raise SerializationError(
-                f"{what} takes {len(data):,} bytes encoded, over this runtime's"
+                f"{what} takes {len(data):,} bytes encoded, over this {self.OWNER.lower()}'s"
                 f" max_value_size of {self.max_value_size:,}; store large data elsewhere and pass"
-                " a reference, or raise Runtime(max_value_size=)"
+                f" a reference, or raise {self.OWNER}(max_value_size=)"
             )
         return data
 
