@@ -10,7 +10,7 @@ from collections import Counter
 import asyncpg
 import pytest
 
-from aiodurable import Queue, RateLimit, WorkflowStatus, step, workflow
+from aiodurable import Queue, RateLimit, WorkflowHandle, WorkflowStatus, step, workflow
 from aiodurable.testing import TestClock, hooks
 
 from .conftest import RuntimeFactory
@@ -110,20 +110,22 @@ async def test_rate_limit_windows_are_per_partition_and_steps_enqueue(
     runtime: RuntimeFactory,
 ) -> None:
     """A per-partition rate limit of 1 a minute starts one workflow of each partition at once
-    (enqueued together, as one statement) and the second of each when the windows open; a
-    step enqueued in a partition runs as a one-step workflow whose result is the step's."""
+    (enqueued together) and the second of each when the windows open; a step enqueued in a
+    partition runs as a one-step workflow whose result is the step's. (The seconds are enqueued
+    once the firsts ran: on a clock that stands still, two workflows of one partition enqueued
+    together would tie on their enqueue time, and either could leave first.)"""
     clock = TestClock()
     async with runtime(clock=clock, notify_fallback=3600) as rt:
-        handles = await asyncio.gather(
-            *(
-                paced.with_options(partition_key=t).enqueue(stamp, t, i)
-                for i in range(2)
-                for t in PARTITIONS
+
+        async def enqueue_each(index: int) -> list[WorkflowHandle[str]]:
+            return await asyncio.gather(
+                *(paced.with_options(partition_key=t).enqueue(stamp, t, index) for t in PARTITIONS)
             )
-        )
-        firsts, seconds = handles[:3], handles[3:]
+
+        firsts = await enqueue_each(0)
         async with asyncio.timeout(5):
             assert [await h.get_result() for h in firsts] == ["a0", "b0", "c0"]
+        seconds = await enqueue_each(1)
         for h in seconds:
             assert (await h.get_status()).status is WorkflowStatus.ENQUEUED
         await clock.advance(60.0)  # the windows open: the dispatcher's timer, not its poll
