@@ -11,10 +11,11 @@ must mean the same thing in another process or after a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["Clock", "SystemClock", "wait_woken"]
 
 
 @runtime_checkable
@@ -65,3 +66,15 @@ class SystemClock:
         except TimeoutError:
             return event.is_set()
         return True
+
+
+async def wait_woken(
+    clock: Clock, event: asyncio.Event, deadline: float | None, fallback: float
+) -> None:
+    """Wait until ``event`` is set or ``deadline`` (durable time, on ``clock``; None: none)
+    passes, and at most ``fallback`` real seconds: the wait of a background loop woken by
+    notifications, whose safety re-read must come in real time even on a clock that a test
+    holds still."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(fallback):
+            await clock.wait(event, deadline)

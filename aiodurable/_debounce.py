@@ -15,10 +15,10 @@ arguments are the ones run) or opens the next burst.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from ._clock import wait_woken
 from ._context import WorkflowContext, current_workflow, in_step
 from ._current import current_engine
 from ._exceptions import NonDeterminismError
@@ -167,6 +167,4 @@ class DebounceKeeper:
             self._wanted.clear()
             await engine.store.close_due_bursts(engine.clock.now())
             due = await engine.store.next_burst_due()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(engine.options.notify_fallback):
-                    await engine.clock.wait(self._wanted, due)
+            await wait_woken(engine.clock, self._wanted, due, engine.options.notify_fallback)

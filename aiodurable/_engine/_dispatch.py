@@ -9,9 +9,9 @@ limits hold for each partition key, and each pass is shared fairly between the p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING
 
+from .._clock import wait_woken
 from .._queue import registered_queues
 from .._records import DequeueRequest
 from .._workflow import registered_names
@@ -45,9 +45,7 @@ class Dispatcher:
         while True:
             # Rate-limit windows are durable time (the clock); the safety re-read is real time.
             window = min(retry_at.values(), default=None)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(engine.options.notify_fallback):
-                    await engine.clock.wait(self._wanted, window)
+            await wait_woken(engine.clock, self._wanted, window, engine.options.notify_fallback)
             self._wanted.clear()
             retry_at.clear()
             names = tuple(registered_names())

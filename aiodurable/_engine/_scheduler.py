@@ -21,12 +21,12 @@ are passed over; with ``catch_up=True`` they are started, the latest
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .._clock import wait_woken
 from .._cron import MAX_CATCH_UP, Cron
 from .._exceptions import DuplicateWorkflowError, ScheduleNotFound, SerializationError
 from .._schedule import (
@@ -74,9 +74,7 @@ class Scheduler:
         next_tick: float | None = None
         while True:
             # Ticks are durable time (the clock); the safety re-read is real time.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(engine.options.notify_fallback):
-                    await engine.clock.wait(self._wanted, next_tick)
+            await wait_woken(engine.clock, self._wanted, next_tick, engine.options.notify_fallback)
             self._wanted.clear()
             next_tick = await self.run_due()
 
