@@ -20,7 +20,9 @@ from asyncpg.pool import PoolConnectionProxy
 
 from .._batch import Batcher
 from .._exceptions import DatabaseUnavailable, OwnershipLost, SchemaError
+from .._records import StepRow
 from .._sql import migrations
+from ._rows import step_row
 from ._statements import Statements
 
 __all__ = ["APPLICATION_NAME", "TRANSIENT", "Conn", "StoreBase", "redact_url"]
@@ -225,6 +227,22 @@ class StoreBase:
         if self.on_fenced is not None:
             self.on_fenced(workflow_id)
         return OwnershipLost(workflow_id, f"its journal refused a write by executor {self.owner!r}")
+
+    async def _entry_outcomes(
+        self, c: Conn, keys: Sequence[tuple[str, int]], written: set[tuple[str, int]]
+    ) -> list[StepRow | OwnershipLost | None]:
+        """Per journal entry a batch tried to write, by ``(workflow ID, function ID)``: None
+        when it was written; else :class:`OwnershipLost` when the fence refused it, or the entry
+        already at that function ID (journaled by another execution, or by a first attempt of
+        this one whose answer was lost)."""
+        missed = [key for key in keys if key not in written]
+        if not missed:
+            return [None] * len(keys)
+        ids = list({w for w, _ in missed})
+        lost = set(ids) - {r["workflow_id"] for r in await c.fetch(self.sql.owned_many, ids)}
+        rows = await c.fetch(self.sql.get_steps, [w for w, _ in missed], [f for _, f in missed])
+        existing = {(r["workflow_id"], r["function_id"]): step_row(r) for r in rows}
+        return [self._lost(w) if w in lost else existing.get((w, f)) for w, f in keys]
 
     async def set_owner(self, executor_id: str) -> None:
         """Write journal entries and final statuses as ``executor_id`` from now on, fenced: a

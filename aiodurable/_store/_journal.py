@@ -79,17 +79,6 @@ class JournalPart(StoreBase):
                 (r["workflow_id"], r["function_id"])
                 for r in await c.fetch(sql.record_steps, *columns)
             }
-            missed = [(w, s.function_id) for w, s in batch if (w, s.function_id) not in written]
-            existing: dict[tuple[str, int], StepRow] = {}
-            lost: set[str] = set()
-            if missed:
-                ids = list({w for w, _ in missed})
-                owned = {r["workflow_id"] for r in await c.fetch(sql.owned_many, ids)}
-                lost = set(ids) - owned
-                rows = await c.fetch(sql.get_steps, [w for w, _ in missed], [f for _, f in missed])
-                existing = {(r["workflow_id"], r["function_id"]): step_row(r) for r in rows}
-            return [
-                self._lost(w) if w in lost else existing.get((w, s.function_id)) for w, s in batch
-            ]
+            return await self._entry_outcomes(c, [(w, s.function_id) for w, s in batch], written)
 
         return await self._run(op)

@@ -10,7 +10,7 @@ from .._exceptions import OwnershipLost, WorkflowNotFound
 from .._records import StepRow
 from .._stream_records import StreamItem, StreamPage, StreamSummary
 from ._base import Conn, StoreBase
-from ._rows import ms, step_row
+from ._rows import ms
 
 __all__ = ["StreamsPart"]
 
@@ -62,19 +62,9 @@ class StreamsPart(StoreBase):
             else:
                 found = await c.fetch(sql.write_streams, *columns)
             written = {(r["workflow_id"], r["function_id"]) for r in found}
-            missed = [(w, s.function_id) for w, s, *_ in batch if (w, s.function_id) not in written]
-            if not missed:
-                return [None] * len(batch)
-            # Not written: journaled already (by another execution, or by a first attempt of
-            # this one whose answer was lost), or refused by the fence.
-            ids = list({w for w, _ in missed})
-            lost = set(ids) - {r["workflow_id"] for r in await c.fetch(sql.owned_many, ids)}
-            rows = await c.fetch(sql.get_steps, [w for w, _ in missed], [f for _, f in missed])
-            existing = {(r["workflow_id"], r["function_id"]): step_row(r) for r in rows}
-            return [
-                self._lost(w) if w in lost else existing.get((w, s.function_id))
-                for w, s, *_ in batch
-            ]
+            return await self._entry_outcomes(
+                c, [(w, s.function_id) for w, s, *_ in batch], written
+            )
 
         return await self._run(op)
 
